@@ -1,0 +1,4 @@
+"""Lobes: pure-functional decoder-only transformers (llama and neox block families)."""
+from slnjax.lobes.config import LobeConfig, pythia_70m, tiny
+from slnjax.lobes.transformer import (Lobe, apply, embed_ids, embed_score, embedding_matrix,
+                                      init, init_boxed, init_cache, logical_axes, param_count)

@@ -1,0 +1,195 @@
+"""Building blocks of a lobe: norms, rotary embeddings, attention with a KV cache, MLPs.
+
+Shape suffixes: B batch, T query length, S cache length, D d_model, H query heads,
+K kv heads, G = H // K (query heads per kv head), E head_dim, F d_ff.
+Every parameter carries logical axis names; activations are constrained with them.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from slnjax.lobes.config import LobeConfig
+
+_NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _param(mod: nn.Module, name: str, shape, axes, init, cfg: LobeConfig):
+  return mod.param(name, nn.with_logical_partitioning(init, axes), shape, cfg.weight_dtype)
+
+
+def constrain(x, axes):
+  return nn.with_logical_constraint(x, axes)
+
+
+class Norm(nn.Module):
+  """RMSNorm (llama) or LayerNorm with bias (neox); computed in float32."""
+  cfg: LobeConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.cfg
+    x = x_BTD.astype(jnp.float32)
+    scale = _param(self, "scale", (cfg.d_model,), ("embed",), nn.initializers.ones, cfg)
+    if cfg.family == "llama":
+      y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps)
+      y = y * scale.astype(jnp.float32)
+    else:
+      bias = _param(self, "bias", (cfg.d_model,), ("embed",), nn.initializers.zeros, cfg)
+      mu = jnp.mean(x, axis=-1, keepdims=True)
+      var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+      y = (x - mu) * jax.lax.rsqrt(var + cfg.norm_eps)
+      y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(cfg.compute_dtype)
+
+
+def rope_inv_freq(cfg: LobeConfig):
+  """Inverse frequencies [rotary_dim/2], with optional llama3 / linear scaling."""
+  r = cfg.rotary_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, r, 2, dtype=jnp.float32) / r))
+  sc = dict(cfg.rope_scaling or ())
+  kind = sc.get("rope_type", sc.get("type"))
+  if kind in (None, "default"):
+    return inv
+  if kind == "linear":
+    return inv / sc["factor"]
+  if kind == "llama3":
+    factor, lo, hi = sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"]
+    old_len = sc["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > old_len / lo, inv / factor, inv)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+    return jnp.where(medium, smoothed, scaled)
+  raise ValueError(f"Unsupported rope_scaling type {kind!r}; supported: default, linear, llama3.")
+
+
+def apply_rope(x_BTNE, pos_BT, cfg: LobeConfig):
+  """Rotate the first rotary_dim features of each head (half-split layout, as in HF)."""
+  r = cfg.rotary_dim
+  if r == 0:
+    return x_BTNE
+  ang_BTR = pos_BT[..., None].astype(jnp.float32) * rope_inv_freq(cfg)
+  ang_BTR = jnp.concatenate([ang_BTR, ang_BTR], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(ang_BTR), jnp.sin(ang_BTR)
+  xr = x_BTNE[..., :r].astype(jnp.float32)
+  x1, x2 = xr[..., : r // 2], xr[..., r // 2:]
+  rot = xr * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+  return jnp.concatenate([rot.astype(x_BTNE.dtype), x_BTNE[..., r:]], axis=-1)
+
+
+def write_cache(cache_BSKE, new_BTKE, start_B):
+  """Write each example's new entries at its own offset: cache[b, start[b]:start[b]+T]."""
+  upd = lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+  return jax.vmap(upd)(cache_BSKE, new_BTKE, start_B)
+
+
+class Attention(nn.Module):
+  """Grouped-query causal self-attention; reads and writes an optional per-layer KV cache."""
+  cfg: LobeConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, pos_BT, k_cache_BSKE=None, v_cache_BSKE=None, start_B=None):
+    cfg = self.cfg
+    D, H, K, E = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.hd
+    init = nn.initializers.normal(0.02)
+    wq = _param(self, "q", (D, H, E), ("embed", "heads", "kv"), init, cfg)
+    wk = _param(self, "k", (D, K, E), ("embed", "kv_heads", "kv"), init, cfg)
+    wv = _param(self, "v", (D, K, E), ("embed", "kv_heads", "kv"), init, cfg)
+    wo = _param(self, "o", (H, E, D), ("heads", "kv", "embed"), init, cfg)
+    dt = cfg.compute_dtype
+    q_BTHE = jnp.einsum("btd,dhe->bthe", x_BTD, wq.astype(dt))
+    k_BTKE = jnp.einsum("btd,dke->btke", x_BTD, wk.astype(dt))
+    v_BTKE = jnp.einsum("btd,dke->btke", x_BTD, wv.astype(dt))
+    if cfg.has_attn_bias:
+      zeros = nn.initializers.zeros
+      q_BTHE += _param(self, "q_bias", (H, E), ("heads", "kv"), zeros, cfg).astype(dt)
+      k_BTKE += _param(self, "k_bias", (K, E), ("kv_heads", "kv"), zeros, cfg).astype(dt)
+      v_BTKE += _param(self, "v_bias", (K, E), ("kv_heads", "kv"), zeros, cfg).astype(dt)
+    q_BTHE = constrain(apply_rope(q_BTHE, pos_BT, cfg), ("batch", "length", "heads", "kv"))
+    k_BTKE = constrain(apply_rope(k_BTKE, pos_BT, cfg), ("batch", "length", "kv_heads", "kv"))
+    v_BTKE = constrain(v_BTKE, ("batch", "length", "kv_heads", "kv"))
+
+    if k_cache_BSKE is None:
+      keys_BSKE, vals_BSKE = k_BTKE, v_BTKE
+      kpos_S = jnp.arange(x_BTD.shape[1])
+    else:
+      keys_BSKE = write_cache(k_cache_BSKE, k_BTKE, start_B)
+      vals_BSKE = write_cache(v_cache_BSKE, v_BTKE, start_B)
+      kpos_S = jnp.arange(keys_BSKE.shape[1])
+    B, T = x_BTD.shape[:2]
+    q_BTKGE = q_BTHE.reshape(B, T, K, H // K, E)
+    s_BKGTS = jnp.einsum("btkge,bske->bkgts", q_BTKGE, keys_BSKE.astype(dt))
+    s_BKGTS = s_BKGTS.astype(jnp.float32) / math.sqrt(E)
+    visible_BTS = kpos_S[None, None, :] <= pos_BT[:, :, None]
+    s_BKGTS = jnp.where(visible_BTS[:, None, None], s_BKGTS, _NEG)
+    p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(dt)
+    o_BTKGE = jnp.einsum("bkgts,bske->btkge", p_BKGTS, vals_BSKE.astype(dt))
+    out_BTD = jnp.einsum("bthe,hed->btd", o_BTKGE.reshape(B, T, H, E), wo.astype(dt))
+    if cfg.has_attn_bias:
+      out_BTD += _param(self, "o_bias", (D,), ("embed",), nn.initializers.zeros, cfg).astype(dt)
+    if k_cache_BSKE is None:
+      return out_BTD, None, None
+    return out_BTD, keys_BSKE, vals_BSKE
+
+
+class Mlp(nn.Module):
+  """SwiGLU (llama) or GELU with biases (neox)."""
+  cfg: LobeConfig
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.cfg
+    D, F, dt = cfg.d_model, cfg.d_ff, cfg.compute_dtype
+    init = nn.initializers.normal(0.02)
+    up = _param(self, "up", (D, F), ("embed", "mlp"), init, cfg)
+    down = _param(self, "down", (F, D), ("mlp", "embed"), init, cfg)
+    h_BTF = jnp.einsum("btd,df->btf", x_BTD, up.astype(dt))
+    if cfg.family == "llama":
+      gate = _param(self, "gate", (D, F), ("embed", "mlp"), init, cfg)
+      g_BTF = jnp.einsum("btd,df->btf", x_BTD, gate.astype(dt))
+      h_BTF = _activation(cfg.act, g_BTF) * h_BTF
+    else:
+      h_BTF += _param(self, "up_bias", (F,), ("mlp",), nn.initializers.zeros, cfg).astype(dt)
+      h_BTF = _activation(cfg.act, h_BTF)
+    h_BTF = constrain(h_BTF, ("batch", "length", "mlp"))
+    out_BTD = jnp.einsum("btf,fd->btd", h_BTF, down.astype(dt))
+    if cfg.family != "llama":
+      out_BTD += _param(self, "down_bias", (D,), ("embed",), nn.initializers.zeros, cfg).astype(dt)
+    return out_BTD
+
+
+def _activation(name: str, x):
+  if name == "silu":
+    return jax.nn.silu(x)
+  if name == "gelu":
+    return jax.nn.gelu(x, approximate=False)
+  if name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
+    return jax.nn.gelu(x, approximate=True)
+  if name == "relu":
+    return jax.nn.relu(x)
+  raise ValueError(f"Unsupported activation {name!r}; use silu, gelu, gelu_new or relu.")
+
+
+class Block(nn.Module):
+  """One transformer block. Carry-style signature so that it can be scanned over layers."""
+  cfg: LobeConfig
+
+  @nn.compact
+  def __call__(self, x_BTD, k_cache, v_cache, pos_BT, start_B):
+    cfg = self.cfg
+    attn_in = Norm(cfg, name="attn_norm")(x_BTD)
+    a_BTD, k_cache, v_cache = Attention(cfg, name="attn")(attn_in, pos_BT, k_cache, v_cache,
+                                                           start_B)
+    if cfg.is_parallel:
+      m_BTD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BTD))
+      x_BTD = x_BTD + a_BTD + m_BTD
+    else:
+      x_BTD = x_BTD + a_BTD
+      x_BTD = x_BTD + Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BTD))
+    x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
+    return x_BTD, (k_cache, v_cache)

@@ -1,0 +1,172 @@
+"""A decoder-only transformer lobe, used only as a pure function of its parameters.
+
+    params = init(cfg, rng)
+    out = apply(cfg, params, ids=ids_BT)                      # full forward, causal
+    cache = init_cache(cfg, batch=B, length=S)
+    out = apply(cfg, params, embeds=e_BTD, cache=cache, start=start_B)   # incremental
+
+`out` is a dict: "hidden_BTD", "logits_BTV" (if cfg.lm_head), "score_logit_B" (if
+cfg.score_head: read at each example's last valid position), and "cache" (if one was given).
+The cache is {"k": [L,B,S,K,E], "v": [L,B,S,K,E]}; a chunk of T inputs is written at
+positions start[b] .. start[b]+T-1 of example b and attends causally to everything before.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from slnjax.lobes.config import LobeConfig
+from slnjax.lobes.layers import Block, Norm, _param, constrain
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Lobe(nn.Module):
+  cfg: LobeConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embedding = _param(self, "embedding", (cfg.vocab_size, cfg.d_model),
+                            ("vocab", "embed"), nn.initializers.normal(0.02), cfg)
+    block = Block
+    if cfg.remat != "none":
+      block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      self.layers = nn.scan(
+          block, variable_axes={"params": 0}, split_rngs={"params": True},
+          in_axes=(0, 0, nn.broadcast, nn.broadcast), length=cfg.n_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+    else:
+      self.blocks = [block(cfg, name=f"layer_{i}") for i in range(cfg.n_layers)]
+    self.final_norm = Norm(cfg)
+    if cfg.lm_head and not cfg.tie_embeddings:
+      self.lm_head = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
+                            nn.initializers.normal(0.02), cfg)
+    if cfg.score_head:
+      self.score_w = _param(self, "score_w", (cfg.d_model,), ("embed",),
+                            nn.initializers.normal(0.02), cfg)
+      self.score_b = _param(self, "score_b", (), (), nn.initializers.zeros, cfg)
+    if cfg.score_input:
+      self.score_in_w = _param(self, "score_in_w", (cfg.d_model,), ("embed",),
+                               nn.initializers.normal(0.02), cfg)
+      self.score_in_b = _param(self, "score_in_b", (cfg.d_model,), ("embed",),
+                               nn.initializers.normal(0.02), cfg)
+
+  def embed_ids(self, ids_BT):
+    return jnp.take(self.embedding, ids_BT, axis=0).astype(self.cfg.compute_dtype)
+
+  def embed_score(self, s_B):
+    """A learned embedding of a scalar score in [0, 1], differentiable in the score."""
+    if not self.cfg.score_input:
+      raise ValueError("This lobe has no score input; set LobeConfig.score_input=True.")
+    e_BD = s_B[:, None] * self.score_in_w + self.score_in_b
+    return e_BD.astype(self.cfg.compute_dtype)
+
+  def __call__(self, ids_BT=None, embeds_BTD=None, cache=None, start_B=None, lengths_B=None):
+    cfg = self.cfg
+    if (ids_BT is None) == (embeds_BTD is None):
+      raise ValueError("Pass exactly one of ids [B,T] or embeds [B,T,D].")
+    x_BTD = self.embed_ids(ids_BT) if embeds_BTD is None else embeds_BTD.astype(cfg.compute_dtype)
+    if x_BTD.ndim != 3 or x_BTD.shape[-1] != cfg.d_model:
+      raise ValueError(f"Lobe inputs have shape {x_BTD.shape}; expected [B,T] ids or "
+                       f"[B,T,{cfg.d_model}] embeddings.")
+    B, T, _ = x_BTD.shape
+    if start_B is None:
+      start_B = jnp.zeros((B,), jnp.int32)
+    pos_BT = start_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+    x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
+    k_LBSKE = cache["k"] if cache is not None else None
+    v_LBSKE = cache["v"] if cache is not None else None
+    if cfg.scan_layers:
+      x_BTD, (k_LBSKE, v_LBSKE) = self.layers(x_BTD, k_LBSKE, v_LBSKE, pos_BT, start_B)
+    else:
+      ks, vs = [], []
+      for i, blk in enumerate(self.blocks):
+        kc = None if k_LBSKE is None else k_LBSKE[i]
+        vc = None if v_LBSKE is None else v_LBSKE[i]
+        x_BTD, (kc, vc) = blk(x_BTD, kc, vc, pos_BT, start_B)
+        ks.append(kc)
+        vs.append(vc)
+      if cache is not None:
+        k_LBSKE, v_LBSKE = jnp.stack(ks), jnp.stack(vs)
+    h_BTD = self.final_norm(x_BTD)
+    out = {"hidden_BTD": h_BTD}
+    if cfg.lm_head:
+      w_DV = self.embedding.T if cfg.tie_embeddings else self.lm_head
+      logits_BTV = jnp.einsum("btd,dv->btv", h_BTD, w_DV.astype(cfg.compute_dtype))
+      out["logits_BTV"] = constrain(logits_BTV, ("batch", "length", "vocab"))
+    if cfg.score_head:
+      last_B = (jnp.full((B,), T, jnp.int32) if lengths_B is None else lengths_B) - 1
+      h_BD = jnp.take_along_axis(h_BTD, last_B[:, None, None], axis=1)[:, 0]
+      logit_B = h_BD.astype(jnp.float32) @ self.score_w.astype(jnp.float32) + self.score_b
+      out["score_logit_B"] = logit_B
+    if cache is not None:
+      out["cache"] = {"k": k_LBSKE, "v": v_LBSKE}
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def module(cfg: LobeConfig) -> Lobe:
+  return Lobe(cfg)
+
+
+def _check_cfg(cfg):
+  if not isinstance(cfg, LobeConfig):
+    raise TypeError(f"Expected a LobeConfig, got {type(cfg).__name__}.")
+
+
+def init_boxed(cfg: LobeConfig, rng):
+  """Parameters wrapped in flax Partitioned boxes (carry logical axis names)."""
+  _check_cfg(cfg)
+  ids = jnp.zeros((1, 2), jnp.int32)
+  return module(cfg).init(rng, ids)["params"]
+
+
+def init(cfg: LobeConfig, rng):
+  """Plain parameter pytree (no boxes)."""
+  return nn.meta.unbox(init_boxed(cfg, rng))
+
+
+def logical_axes(cfg: LobeConfig):
+  """Pytree (same structure as params) of PartitionSpecs over logical axis names."""
+  boxed = jax.eval_shape(lambda r: init_boxed(cfg, r), jax.random.key(0))
+  return nn.get_partition_spec(boxed)
+
+
+def param_count(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def apply(cfg: LobeConfig, params, *, ids=None, embeds=None, cache=None, start=None,
+          lengths=None):
+  return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths)
+
+
+def embed_ids(cfg: LobeConfig, params, ids_BT):
+  return module(cfg).apply({"params": params}, ids_BT, method=Lobe.embed_ids)
+
+
+def embed_score(cfg: LobeConfig, params, s_B):
+  return module(cfg).apply({"params": params}, s_B, method=Lobe.embed_score)
+
+
+def embedding_matrix(cfg: LobeConfig, params):
+  """The input embedding E [V, D] (what a soft token is multiplied with)."""
+  return params["embedding"].astype(cfg.compute_dtype)
+
+
+def init_cache(cfg: LobeConfig, batch: int, length: int, dtype=None):
+  dtype = dtype or cfg.compute_dtype
+  shape = (cfg.n_layers, batch, length, cfg.kv_heads, cfg.hd)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def cache_logical_axes():
+  spec = ("layers", "batch", "cache_length", "kv_heads", "kv")
+  return {"k": spec, "v": spec}
