@@ -21,8 +21,18 @@ def _param(mod: nn.Module, name: str, shape, axes, init, cfg: LobeConfig):
   return mod.param(name, nn.with_logical_partitioning(init, axes), shape, cfg.weight_dtype)
 
 
+def acc_dtype(cfg: LobeConfig):
+  """float32 for norms/softmax/rope, or float64 when the lobe computes in float64."""
+  return jnp.promote_types(cfg.compute_dtype, jnp.float32)
+
+
 def constrain(x, axes):
   return nn.with_logical_constraint(x, axes)
+
+
+def upcast(dtype):
+  """The dtype for numerically sensitive math: at least float32 (float64 stays float64)."""
+  return jnp.promote_types(dtype, jnp.float32)
 
 
 class Norm(nn.Module):
@@ -32,24 +42,24 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x_BTD):
     cfg = self.cfg
-    x = x_BTD.astype(jnp.float32)
+    x = x_BTD.astype(upcast(x_BTD.dtype))
     scale = _param(self, "scale", (cfg.d_model,), ("embed",), nn.initializers.ones, cfg)
     if cfg.family == "llama":
       y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps)
-      y = y * scale.astype(jnp.float32)
+      y = y * scale.astype(x.dtype)
     else:
       bias = _param(self, "bias", (cfg.d_model,), ("embed",), nn.initializers.zeros, cfg)
       mu = jnp.mean(x, axis=-1, keepdims=True)
       var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
       y = (x - mu) * jax.lax.rsqrt(var + cfg.norm_eps)
-      y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+      y = y * scale.astype(x.dtype) + bias.astype(x.dtype)
     return y.astype(cfg.compute_dtype)
 
 
-def rope_inv_freq(cfg: LobeConfig):
+def rope_inv_freq(cfg: LobeConfig, dtype=jnp.float32):
   """Inverse frequencies [rotary_dim/2], with optional llama3 / linear scaling."""
   r = cfg.rotary_dim
-  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, r, 2, dtype=jnp.float32) / r))
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, r, 2, dtype=dtype) / r))
   sc = dict(cfg.rope_scaling or ())
   kind = sc.get("rope_type", sc.get("type"))
   if kind in (None, "default"):
@@ -73,18 +83,28 @@ def apply_rope(x_BTNE, pos_BT, cfg: LobeConfig):
   r = cfg.rotary_dim
   if r == 0:
     return x_BTNE
-  ang_BTR = pos_BT[..., None].astype(jnp.float32) * rope_inv_freq(cfg)
+  dt = upcast(x_BTNE.dtype)
+  ang_BTR = pos_BT[..., None].astype(dt) * rope_inv_freq(cfg, dt)
   ang_BTR = jnp.concatenate([ang_BTR, ang_BTR], axis=-1)[:, :, None, :]
   cos, sin = jnp.cos(ang_BTR), jnp.sin(ang_BTR)
-  xr = x_BTNE[..., :r].astype(jnp.float32)
+  xr = x_BTNE[..., :r].astype(dt)
   x1, x2 = xr[..., : r // 2], xr[..., r // 2:]
   rot = xr * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
   return jnp.concatenate([rot.astype(x_BTNE.dtype), x_BTNE[..., r:]], axis=-1)
 
 
-def write_cache(cache_BSKE, new_BTKE, start_B):
-  """Write each example's new entries at its own offset: cache[b, start[b]:start[b]+T]."""
-  upd = lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+def write_cache(cache_BSKE, new_BTKE, start_B, mask_B=None):
+  """Write each example's new entries at its own offset: cache[b, start[b]:start[b]+T].
+
+  Examples with mask_B False keep their old entries (a halted example is never changed).
+  """
+  new_BTKE = new_BTKE.astype(cache_BSKE.dtype)
+  if mask_B is not None:
+    T = new_BTKE.shape[1]
+    old_BTKE = jax.vmap(lambda c, s: jax.lax.dynamic_slice_in_dim(c, s, T, axis=0))(
+        cache_BSKE, start_B)
+    new_BTKE = jnp.where(mask_B[:, None, None, None], new_BTKE, old_BTKE)
+  upd = lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n, s, axis=0)
   return jax.vmap(upd)(cache_BSKE, new_BTKE, start_B)
 
 
@@ -93,7 +113,8 @@ class Attention(nn.Module):
   cfg: LobeConfig
 
   @nn.compact
-  def __call__(self, x_BTD, pos_BT, k_cache_BSKE=None, v_cache_BSKE=None, start_B=None):
+  def __call__(self, x_BTD, pos_BT, k_cache_BSKE=None, v_cache_BSKE=None, start_B=None,
+               mask_B=None):
     cfg = self.cfg
     D, H, K, E = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.hd
     init = nn.initializers.normal(0.02)
@@ -118,13 +139,13 @@ class Attention(nn.Module):
       keys_BSKE, vals_BSKE = k_BTKE, v_BTKE
       kpos_S = jnp.arange(x_BTD.shape[1])
     else:
-      keys_BSKE = write_cache(k_cache_BSKE, k_BTKE, start_B)
-      vals_BSKE = write_cache(v_cache_BSKE, v_BTKE, start_B)
+      keys_BSKE = write_cache(k_cache_BSKE, k_BTKE, start_B, mask_B)
+      vals_BSKE = write_cache(v_cache_BSKE, v_BTKE, start_B, mask_B)
       kpos_S = jnp.arange(keys_BSKE.shape[1])
     B, T = x_BTD.shape[:2]
     q_BTKGE = q_BTHE.reshape(B, T, K, H // K, E)
     s_BKGTS = jnp.einsum("btkge,bske->bkgts", q_BTKGE, keys_BSKE.astype(dt))
-    s_BKGTS = s_BKGTS.astype(jnp.float32) / math.sqrt(E)
+    s_BKGTS = s_BKGTS.astype(upcast(dt)) / math.sqrt(E)
     visible_BTS = kpos_S[None, None, :] <= pos_BT[:, :, None]
     s_BKGTS = jnp.where(visible_BTS[:, None, None], s_BKGTS, _NEG)
     p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(dt)
@@ -180,11 +201,11 @@ class Block(nn.Module):
   cfg: LobeConfig
 
   @nn.compact
-  def __call__(self, x_BTD, k_cache, v_cache, pos_BT, start_B):
+  def __call__(self, x_BTD, k_cache, v_cache, pos_BT, start_B, mask_B):
     cfg = self.cfg
     attn_in = Norm(cfg, name="attn_norm")(x_BTD)
     a_BTD, k_cache, v_cache = Attention(cfg, name="attn")(attn_in, pos_BT, k_cache, v_cache,
-                                                           start_B)
+                                                           start_B, mask_B)
     if cfg.is_parallel:
       m_BTD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BTD))
       x_BTD = x_BTD + a_BTD + m_BTD

@@ -9,6 +9,8 @@
 cfg.score_head: read at each example's last valid position), and "cache" (if one was given).
 The cache is {"k": [L,B,S,K,E], "v": [L,B,S,K,E]}; a chunk of T inputs is written at
 positions start[b] .. start[b]+T-1 of example b and attends causally to everything before.
+Entries at positions after a query are never read, so a cache is append-only: the cache at
+any earlier step equals the final cache with the later positions masked (see loop.py).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ class Lobe(nn.Module):
     if cfg.scan_layers:
       self.layers = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={"params": True},
-          in_axes=(0, 0, nn.broadcast, nn.broadcast), length=cfg.n_layers,
+          in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers,
           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
     else:
       self.blocks = [block(cfg, name=f"layer_{i}") for i in range(cfg.n_layers)]
@@ -68,7 +70,8 @@ class Lobe(nn.Module):
     e_BD = s_B[:, None] * self.score_in_w + self.score_in_b
     return e_BD.astype(self.cfg.compute_dtype)
 
-  def __call__(self, ids_BT=None, embeds_BTD=None, cache=None, start_B=None, lengths_B=None):
+  def __call__(self, ids_BT=None, embeds_BTD=None, cache=None, start_B=None, lengths_B=None,
+               write_mask_B=None):
     cfg = self.cfg
     if (ids_BT is None) == (embeds_BTD is None):
       raise ValueError("Pass exactly one of ids [B,T] or embeds [B,T,D].")
@@ -84,13 +87,14 @@ class Lobe(nn.Module):
     k_LBSKE = cache["k"] if cache is not None else None
     v_LBSKE = cache["v"] if cache is not None else None
     if cfg.scan_layers:
-      x_BTD, (k_LBSKE, v_LBSKE) = self.layers(x_BTD, k_LBSKE, v_LBSKE, pos_BT, start_B)
+      x_BTD, (k_LBSKE, v_LBSKE) = self.layers(x_BTD, k_LBSKE, v_LBSKE, pos_BT, start_B,
+                                                  write_mask_B)
     else:
       ks, vs = [], []
       for i, blk in enumerate(self.blocks):
         kc = None if k_LBSKE is None else k_LBSKE[i]
         vc = None if v_LBSKE is None else v_LBSKE[i]
-        x_BTD, (kc, vc) = blk(x_BTD, kc, vc, pos_BT, start_B)
+        x_BTD, (kc, vc) = blk(x_BTD, kc, vc, pos_BT, start_B, write_mask_B)
         ks.append(kc)
         vs.append(vc)
       if cache is not None:
@@ -104,7 +108,8 @@ class Lobe(nn.Module):
     if cfg.score_head:
       last_B = (jnp.full((B,), T, jnp.int32) if lengths_B is None else lengths_B) - 1
       h_BD = jnp.take_along_axis(h_BTD, last_B[:, None, None], axis=1)[:, 0]
-      logit_B = h_BD.astype(jnp.float32) @ self.score_w.astype(jnp.float32) + self.score_b
+      f = jnp.promote_types(cfg.compute_dtype, jnp.float32)
+      logit_B = h_BD.astype(f) @ self.score_w.astype(f) + self.score_b.astype(f)
       out["score_logit_B"] = logit_B
     if cache is not None:
       out["cache"] = {"k": k_LBSKE, "v": v_LBSKE}
@@ -144,8 +149,9 @@ def param_count(params) -> int:
 
 
 def apply(cfg: LobeConfig, params, *, ids=None, embeds=None, cache=None, start=None,
-          lengths=None):
-  return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths)
+          lengths=None, write_mask=None):
+  """Forward pass. `write_mask` [B] bool: examples whose cache must stay unchanged are False."""
+  return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths, write_mask)
 
 
 def embed_ids(cfg: LobeConfig, params, ids_BT):

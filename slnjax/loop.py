@@ -1,0 +1,319 @@
+"""The inner dialogue loop (IDL): one turn function, two drivers.
+
+A turn: the left lobe writes m tokens (KV-cached, soft tokens as configured); the right lobe
+answers — a score (lateralized: it reads the prompt and the left lobe's latest turn), or, in a
+tall SLN, it reads the turn into its own dialogue cache, scores it if it has a score head and
+writes a turn of its own, which the left lobe then reads. A score is fed back to the left lobe
+as a learned embedding of the scalar (differentiable). Then the stopping rules are applied per
+example; halted examples are frozen (no cache write, no state change) from then on.
+
+Each lobe's context is the whole dialogue so far (append-only), which makes the paper's
+concat(x, x_left^t, y_right^t) inputs a window of it.
+
+Drivers:
+- ``rollout``: ``lax.while_loop``; stops as soon as every example has halted (inference,
+  rollouts for score-function training). Not differentiable.
+- ``unroll``: ``max_turns`` turns on a scan with done-masks; differentiable with truncated
+  BPTT depth ``bptt_depth`` (k turns before each example halts; 0: none; None: full) and a
+  reverse scheme ``bptt_impl``: "appendonly" (memory bounded by the caches, appendonly.py),
+  "scan" (plain autodiff) or "scan_remat". Forward values equal ``rollout``'s.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from slnjax import lobes, soft_tokens
+from slnjax.decode import Emission, decode_turn, emit, freeze, ingest, run_scan
+from slnjax.lobes.config import LobeConfig
+
+HALT_NONE, HALT_LIMIT, HALT_THRESHOLD, HALT_AGREEMENT, HALT_STOP = 0, 1, 2, 3, 4
+HALT_NAMES = {0: "running", 1: "idl_limit", 2: "threshold", 3: "agreement", 4: "stop_token"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  turn_len: int = 8  # m: tokens per turn
+  max_turns: int = 4  # the IDL limit
+  mode: str = "soft"  # soft_tokens.MODES
+  temperature: float = 1.0  # sampling temperature (ids); tau is the relaxation temperature
+  threshold: float | None = 0.5  # halt when the critic's score >= threshold
+  stop_on_agreement: bool = False  # tall: both lobes wrote the same turn; else: a fixed point
+  stop_token: int | None = None  # halt after a turn in which the left lobe wrote this id
+  feed_score: bool = True  # the left lobe reads the score (needs LobeConfig.score_input)
+  bptt_depth: int | None = None  # None: full BPTT; k: the last k turns; 0: no gradient
+  bptt_impl: str = "appendonly"  # "appendonly" | "scan" | "scan_remat"
+
+  def __post_init__(self):
+    soft_tokens.check_mode(self.mode)
+    if self.turn_len < 1 or self.max_turns < 1:
+      raise ValueError("turn_len and max_turns must be >= 1.")
+    if self.bptt_depth is not None and self.bptt_depth < 0:
+      raise ValueError(f"bptt_depth={self.bptt_depth}: use None (full), 0 (none) or k > 0.")
+    if self.bptt_impl not in ("appendonly", "scan", "scan_remat"):
+      raise ValueError(f"bptt_impl={self.bptt_impl!r}; expected appendonly, scan, scan_remat.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DialogueSpec:
+  """Who talks: a left lobe, an optional right lobe, and whether the right lobe writes."""
+  left: LobeConfig
+  right: LobeConfig | None = None
+  tall: bool = False  # True: the right lobe writes turns too; False: lateralized (scores)
+  loop: LoopConfig = LoopConfig()
+
+  def __post_init__(self):
+    r = self.right
+    if r is None and self.tall:
+      raise ValueError("A tall SLN needs a right lobe.")
+    if r is not None and not self.tall and not r.score_head:
+      raise ValueError("A lateralized right lobe must have score_head=True.")
+    if self.tall and not r.lm_head:
+      raise ValueError("In a tall SLN the right lobe writes turns: it needs lm_head=True.")
+    if not self.left.lm_head:
+      raise ValueError("The left lobe writes turns: it needs lm_head=True.")
+
+  @property
+  def scored(self) -> bool:
+    return self.right is not None and self.right.score_head
+
+  @property
+  def feeds_score(self) -> bool:
+    return self.scored and self.loop.feed_score and self.left.score_input
+
+  def cache_lengths(self, prompt_len: int) -> tuple[int, int]:
+    m, n = self.loop.turn_len, self.loop.max_turns
+    per_turn = m + (m if self.tall else 0) + (1 if self.feeds_score else 0)
+    right = prompt_len + (2 * m * n if self.tall else m)
+    return prompt_len + n * per_turn, right
+
+
+class Dialogue(NamedTuple):
+  """A batch of dialogues. Per-turn fields are [N,B,...] (N = max_turns); zeros where the
+  example had already halted."""
+  left_ids_NBM: jax.Array
+  left_valid_NBM: jax.Array  # tokens up to and including the first stop token
+  left_logp_NBM: jax.Array  # behaviour log-probs of the written ids
+  left_logp_target_NBM: jax.Array  # log p(target token i) at turn position i
+  left_emb_NBMR: jax.Array  # the left turns as the right lobe received them
+  right_ids_NBM: jax.Array  # tall SLN only (zeros otherwise)
+  score_NB: jax.Array
+  score_logit_NB: jax.Array
+  active_NB: jax.Array  # the example took part in turn n
+  turns_B: jax.Array  # turns used
+  halt_reason_B: jax.Array  # HALT_* codes
+  final_score_B: jax.Array
+
+
+def _gate(tree, pass_B, batch_axis):
+  """stop_gradient for the examples where pass_B is False (float leaves only)."""
+  def g(x):
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+      return x
+    shape = [1] * x.ndim
+    shape[batch_axis] = x.shape[batch_axis]
+    return jnp.where(pass_B.reshape(shape), x, jax.lax.stop_gradient(x))
+  return jax.tree.map(g, tree)
+
+
+def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
+            tau, target_BM=None):
+  """Encodes the prompt into each lobe's cache. Returns (P, caches, carry) for `turn`."""
+  lc, rc, L = spec.left, spec.right, spec.loop
+  B, Pn = prompt_ids_BP.shape
+  if target_BM is not None and target_BM.shape != (B, L.turn_len):
+    raise ValueError(f"target ids have shape {target_BM.shape}; expected [B, turn_len] = "
+                     f"{(B, L.turn_len)}.")
+  s_left, s_right = spec.cache_lengths(Pn)
+  prompt_len_B = prompt_len_B.astype(jnp.int32)
+  E_l = lobes.embedding_matrix(lc, params_left)
+  E_r = None if rc is None else lobes.embedding_matrix(rc, params_right)
+  out = lobes.apply(lc, params_left, ids=prompt_ids_BP, cache=lobes.init_cache(lc, B, s_left),
+                    start=jnp.zeros((B,), jnp.int32))
+  last_BV = jnp.take_along_axis(out["logits_BTV"], (prompt_len_B - 1)[:, None, None], 1)[:, 0]
+  fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
+  tau = jnp.asarray(tau, fdt)
+  pend_l = emit(last_BV, mode=L.mode, key=key, tau=tau, temperature=L.temperature,
+                emb_self_VD=E_l, emb_recv_VD=E_r,
+                target_B=None if target_BM is None else target_BM[:, 0])
+  P = {"left": params_left, "right": params_right, "tau": tau, "target_BM": target_BM,
+       "prompt_len_B": prompt_len_B, "rcache0": None}
+  caches = {"left": out["cache"], "right": None}
+  carry = {"pend_l": pend_l, "len_l": prompt_len_B, "len_r": prompt_len_B,
+           "active_B": jnp.ones((B,), bool), "turns_B": jnp.zeros((B,), jnp.int32),
+           "halt_B": jnp.zeros((B,), jnp.int32), "score_logit_B": jnp.zeros((B,), fdt),
+           "prev_ids_BM": jnp.full((B, L.turn_len), -1, jnp.int32)}
+  if rc is not None:
+    rout = lobes.apply(rc, params_right, ids=prompt_ids_BP, start=jnp.zeros((B,), jnp.int32),
+                       cache=lobes.init_cache(rc, B, s_right))
+    if spec.tall:
+      caches["right"] = rout["cache"]
+    else:
+      P["rcache0"] = rout["cache"]
+  return P, caches, carry
+
+
+def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
+  """One inner-dialogue turn for every example (halted ones frozen). Returns
+  (caches, carry, per-turn outputs)."""
+  lc, rc, L = spec.left, spec.right, spec.loop
+  t = x["t"]
+  k_left, k_rpend, k_right, k_lpend = jax.random.split(x["key"], 4)
+  if window is not None:  # truncated BPTT: stop gradients entering turns before the window
+    enter_B = t > window["turns_B"] - window["k"]
+    caches = {"left": _gate(caches["left"], enter_B, 1),
+              "right": None if caches["right"] is None else _gate(caches["right"], enter_B, 1)}
+    carry = _gate(carry, enter_B, 0)
+    if P["rcache0"] is not None:
+      P = {**P, "rcache0": _gate(P["rcache0"], enter_B, 1)}
+  active_B = carry["active_B"]
+  opts = {"mode": L.mode, "temperature": L.temperature, "turn_len": L.turn_len,
+          "impl": L.bptt_impl}
+  E_l = lobes.embedding_matrix(lc, P["left"])
+  E_r = None if rc is None else lobes.embedding_matrix(rc, P["right"])
+  emit_kw = dict(mode=L.mode, tau=P["tau"], temperature=L.temperature)
+  target0 = None if P["target_BM"] is None else P["target_BM"][:, 0]
+
+  cache_l, len_l, lturn, pend_l = decode_turn(
+      lc, opts, P["left"], caches["left"], carry["pend_l"], carry["len_l"], active_B, k_left,
+      tau=P["tau"], emb_recv_VD=E_r, target_BM=P["target_BM"])
+  ids_BM = lturn.ids_B
+  if L.stop_token is not None:
+    stop_BM = ids_BM == L.stop_token
+    valid_BM = (jnp.cumsum(stop_BM, axis=1) - stop_BM) == 0
+    has_stop_B = stop_BM.any(axis=1)
+  else:
+    valid_BM = jnp.ones_like(ids_BM, bool)
+    has_stop_B = jnp.zeros_like(active_B)
+  valid_len_B = valid_BM.sum(axis=1).astype(jnp.int32)
+
+  score_logit_B = carry["score_logit_B"]
+  cache_r, len_r = caches["right"], carry["len_r"]
+  right_ids_BM = jnp.zeros_like(ids_BM)
+  if rc is not None and not spec.tall:
+    out = lobes.apply(rc, P["right"], embeds=lturn.e_recv_BR, cache=P["rcache0"],
+                      start=P["prompt_len_B"], lengths=valid_len_B)
+    score_logit_B = out["score_logit_B"]
+  if spec.tall:
+    out, len_r = ingest(rc, P["right"], cache_r, lturn.e_recv_BR, len_r, active_B,
+                        lengths_B=valid_len_B)
+    cache_r = out["cache"]
+    if rc.score_head:
+      score_logit_B = out["score_logit_B"]
+    pend_r = emit(out["logits_BTV"][:, -1], key=k_rpend, emb_self_VD=E_r, emb_recv_VD=E_l,
+                  **emit_kw)
+    cache_r, len_r, rturn, _ = decode_turn(rc, opts, P["right"], cache_r, pend_r, len_r,
+                                           active_B, k_right, tau=P["tau"], emb_recv_VD=E_l)
+    right_ids_BM = rturn.ids_B
+    out, len_l = ingest(lc, P["left"], cache_l, rturn.e_recv_BR, len_l, active_B)
+    cache_l = out["cache"]
+    pend_l = emit(out["logits_BTV"][:, -1], key=k_lpend, emb_self_VD=E_l, emb_recv_VD=E_r,
+                  target_B=target0, **emit_kw)
+  score_B = jax.nn.sigmoid(score_logit_B)
+  if spec.feeds_score:
+    e_BD = lobes.embed_score(lc, P["left"], score_B)
+    out, len_l = ingest(lc, P["left"], cache_l, e_BD[:, None], len_l, active_B)
+    cache_l = out["cache"]
+    pend_l = emit(out["logits_BTV"][:, -1], key=k_lpend, emb_self_VD=E_l, emb_recv_VD=E_r,
+                  target_B=target0, **emit_kw)
+
+  # Stopping rules, in priority order: stop token, threshold, agreement, IDL limit.
+  reasons = [(HALT_STOP, has_stop_B)]
+  if spec.scored and L.threshold is not None:
+    reasons.append((HALT_THRESHOLD, score_B >= L.threshold))
+  if L.stop_on_agreement:
+    other = right_ids_BM if spec.tall else carry["prev_ids_BM"]
+    reasons.append((HALT_AGREEMENT, jnp.all((ids_BM == other) | ~valid_BM, axis=1)))
+  reasons.append((HALT_LIMIT, jnp.broadcast_to(t + 1 >= L.max_turns, active_B.shape)))
+  halt_code_B = jnp.zeros_like(carry["halt_B"])
+  for code, hit in reversed(reasons):
+    halt_code_B = jnp.where(hit, code, halt_code_B)
+  halting_B = active_B & (halt_code_B > 0)
+
+  new = {"pend_l": pend_l, "len_l": len_l, "len_r": len_r, "score_logit_B": score_logit_B,
+         "prev_ids_BM": ids_BM, "halt_B": jnp.where(halting_B, halt_code_B, carry["halt_B"]),
+         "turns_B": carry["turns_B"] + 1, "active_B": active_B & ~halting_B}
+  carry = freeze(active_B, new, carry)
+  ys = {"left_ids": ids_BM, "left_valid": valid_BM, "left_logp": lturn.logp_B,
+        "left_logp_target": lturn.logp_target_B, "left_emb": lturn.e_recv_BR,
+        "right_ids": right_ids_BM, "score": score_B, "score_logit": score_logit_B,
+        "active": active_B}
+  ys = freeze(active_B, ys, jax.tree.map(jnp.zeros_like, ys))
+  if window is not None:  # outputs of turns before the window carry no gradient
+    ys = _gate(ys, t >= window["turns_B"] - window["k"], 0)
+  return {"left": cache_l, "right": cache_r}, carry, ys
+
+
+def _turn_xs(key, n):
+  ts = jnp.arange(n, dtype=jnp.int32)
+  return {"t": ts, "key": jax.vmap(lambda t: jax.random.fold_in(key, t))(ts)}
+
+
+def _dialogue(ys, carry) -> Dialogue:
+  return Dialogue(ys["left_ids"], ys["left_valid"], ys["left_logp"], ys["left_logp_target"],
+                  ys["left_emb"], ys["right_ids"], ys["score"], ys["score_logit"], ys["active"],
+                  carry["turns_B"], carry["halt_B"], jax.nn.sigmoid(carry["score_logit_B"]))
+
+
+def _check_prompt(prompt_ids_BP, prompt_len_B):
+  if prompt_ids_BP.ndim != 2:
+    raise ValueError(f"prompt ids have shape {prompt_ids_BP.shape}; expected [B, P].")
+  if prompt_len_B.shape != prompt_ids_BP.shape[:1]:
+    raise ValueError(f"prompt lengths have shape {prompt_len_B.shape}; expected "
+                     f"[{prompt_ids_BP.shape[0]}].")
+
+
+def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
+            tau=1.0, target_BM=None) -> Dialogue:
+  """Inference driver: ``lax.while_loop`` that ends when every example has halted."""
+  _check_prompt(prompt_ids_BP, prompt_len_B)
+  k_pre, k_loop = jax.random.split(key)
+  P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
+                             k_pre, tau, target_BM)
+  n = spec.loop.max_turns
+  xs = _turn_xs(k_loop, n)
+  x0 = jax.tree.map(lambda a: a[0], xs)
+  y_shape = jax.eval_shape(lambda c, k: turn(spec, P, c, k, x0)[2], caches, carry)
+  bufs = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), y_shape)
+
+  def cond(state):
+    t, _, carry, _ = state
+    return (t < n) & carry["active_B"].any()
+
+  def body(state):
+    t, caches, carry, bufs = state
+    x = jax.tree.map(lambda a: a[t], xs)
+    caches, carry, y = turn(spec, P, caches, carry, x)
+    bufs = jax.tree.map(lambda b, v: b.at[t].set(v), bufs, y)
+    return t + 1, caches, carry, bufs
+
+  _, _, carry, ys = jax.lax.while_loop(cond, body, (jnp.int32(0), caches, carry, bufs))
+  return jax.tree.map(jax.lax.stop_gradient, _dialogue(ys, carry))
+
+
+def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
+           tau=1.0, target_BM=None) -> Dialogue:
+  """Differentiable driver: all ``max_turns`` turns with done-masks (same values as rollout)."""
+  _check_prompt(prompt_ids_BP, prompt_len_B)
+  L = spec.loop
+  k = L.bptt_depth
+  if k == 0:
+    return rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
+                   target_BM)
+  k_pre, k_loop = jax.random.split(key)
+  P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
+                             k_pre, tau, target_BM)
+  xs = _turn_xs(k_loop, L.max_turns)
+  step = lambda P_, c, kk, x, w: turn(spec, P_, c, kk, x, w)
+  window_fn = window = None
+  if k is not None:
+    window_fn = lambda final: {"turns_B": final["turns_B"], "k": k}
+    if L.bptt_impl != "appendonly":  # plain autodiff: learn the turns used first
+      ahead = rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
+                      target_BM)
+      window = {"turns_B": ahead.turns_B, "k": k}
+  _, carry, ys = run_scan(step, P, caches, carry, xs, L.bptt_impl, window_fn, window)
+  return _dialogue(ys, carry)
