@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "absl-py",
     "numpy",
     "tokenizers>=0.20",
+    "safetensors>=0.4",  # Hugging Face checkpoint import/export
 ]
 
 EXTRAS = {

@@ -329,10 +329,11 @@ def _match_tensors(ckpt_dir, cfg, hf, table) -> dict[str, str]:
   used = set(names.values())
   unexpected = sorted(n for n in table if n not in used and n not in droppable
                       and not _IGNORED.search(n))
-  problems = ([f"missing tensors: {_short(missing)}"] if missing else []) + (
-      [f"shape mismatches:\n    " + "\n    ".join(mismatched)] if mismatched else []) + (
-      [f"unsupported tensor dtypes: {_short(bad_dtype)}"] if bad_dtype else []) + (
-      [f"unexpected tensors: {_short(unexpected)}"] if unexpected else [])
+  problems = [f"{what}: {_short(items)}" for what, items in (
+      ("missing tensors", missing), ("unsupported tensor dtypes", bad_dtype),
+      ("unexpected tensors", unexpected)) if items]
+  if mismatched:
+    problems.insert(1, "shape mismatches:\n    " + "\n    ".join(mismatched))
   if problems:
     raise ValueError(f"Checkpoint {ckpt_dir} does not match its config.json "
                      f"(model_type={hf.get('model_type')!r}); nothing was loaded:\n  "
