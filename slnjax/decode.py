@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from slnjax import lobes, soft_tokens
 from slnjax.appendonly import appendonly_scan
+from slnjax.lobes.transformer import cache_logical_axes
 
 
 class Emission(NamedTuple):
@@ -41,6 +43,12 @@ def emit(logits_BV, *, mode, key, tau, temperature, emb_self_VD, emb_recv_VD, ta
     logprobs_BV = jax.nn.log_softmax(logits_BV.astype(tok.logp_B.dtype), axis=-1)
     logp_target = jnp.take_along_axis(logprobs_BV, target_B[:, None], axis=-1)[:, 0]
   return Emission(tok.ids_B, e_self, e_recv, tok.logp_B, logp_target)
+
+
+def constrain_cache(cache):
+  """Pins a KV cache to the lobes' logical cache axes (a no-op without logical-axis rules)."""
+  axes = cache_logical_axes()
+  return {k: nn.with_logical_constraint(v, axes[k]) for k, v in cache.items()}
 
 
 def freeze(active_B, new, old):
@@ -83,13 +91,14 @@ def decode_turn(cfg, opts, lobe_params, cache, pending: Emission, pos_B, active_
   turn = jax.tree.map(lambda p, y: jnp.concatenate([p[:, None], jnp.moveaxis(y[:-1], 0, 1)], 1),
                       pending, ys)
   new_pending = jax.tree.map(lambda y: y[-1], ys)
-  return cache, carry["pos_B"], turn, new_pending
+  return constrain_cache(cache), carry["pos_B"], turn, new_pending
 
 
 def ingest(cfg, lobe_params, cache, e_BTD, pos_B, active_B, *, lengths_B=None):
   """Appends a chunk of input embeddings (the other lobe's turn) to a lobe's cache."""
   out = lobes.apply(cfg, lobe_params, embeds=e_BTD, cache=cache, start=pos_B,
                     lengths=lengths_B, write_mask=active_B)
+  out["cache"] = constrain_cache(out["cache"])
   return out, pos_B + e_BTD.shape[1] * active_B.astype(jnp.int32)
 
 

@@ -1,53 +1,91 @@
-"""`make demo`: an inner dialogue on a tiny random lateralized SLN, as a readable transcript.
+r"""`make demo`: train the default lateralized tall SLN on `addition` on the CPU, evaluate it.
 
-    python -m slnjax.demo [--mode soft] [--threshold 0.5]
+    python -m slnjax.demo [--workdir DIR]
 
-Random weights: the words are noise, but every part of the loop is real — KV-cached turns,
-soft tokens, the critic's score fed back, per-example halting.
+A lateralized SLN: a left lobe that writes answers and a right lobe that only scores them
+(a critic), in an inner dialogue of up to 3 turns that halts as soon as the critic's score
+reaches 0.5 (sampled turns, temperature 0.7). Two stages, the experiments' own configs:
+
+  1. experiments/sft.py            the left lobe learns the answers (eq. 1), 3000 steps;
+  2. experiments/actor_critic_td.py from there, the task verifier rewards every turn: the
+     critic learns to predict whether a turn is right (and so when to stop), the left lobe
+     learns from the TD error (policy gradient), 500 steps.
+
+Then it prints the accuracy after the first turn and after the loop, the mean number of
+turns (per difficulty: adaptive compute), how often the critic agrees with the verifier,
+and one dialogue transcript. Without --workdir it trains in a fresh temporary directory;
+with one it resumes there.
 """
 from __future__ import annotations
 
-import argparse
+import importlib.util
+import os
+import tempfile
+import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from absl import app, flags, logging
 
-from slnjax import lobes, loop, sln
-from slnjax.data.tokenizers import ByteTokenizer
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where to train (default: a new temp dir).")
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--mode", default="soft")
-  ap.add_argument("--threshold", type=float, default=0.5)
-  ap.add_argument("--turns", type=int, default=4)
-  args = ap.parse_args(argv)
-  tok = ByteTokenizer()
-  cfg = lobes.tiny("llama", vocab_size=tok.vocab_size)
-  model = sln.build("lateralized", cfg, lobes.tiny("neox", vocab_size=tok.vocab_size),
-                    loop.LoopConfig(turn_len=12, max_turns=args.turns, mode=args.mode,
-                                    threshold=args.threshold, stop_token=tok.stop_of_turn_id))
-  params = sln.init(model, jax.random.key(0))
-  prompts = ["12+34=", "What is 7*6?", "Count: a b c"]
-  enc = [tok.encode(p) for p in prompts]
-  P = max(len(e) for e in enc)
-  ids_BP = jnp.array([e + [tok.pad_id] * (P - len(e)) for e in enc], jnp.int32)
-  len_B = jnp.array([len(e) for e in enc], jnp.int32)
-  d = jax.jit(sln.rollout, static_argnums=0)(model, params, ids_BP, len_B, jax.random.key(1),
-                                             0.1)
-  print(f"lateralized SLN, {lobes.param_count(params['left'])} + "
-        f"{lobes.param_count(params['right'])} params, mode={args.mode}, "
-        f"threshold={args.threshold}, IDL limit={args.turns}\n")
-  for b, prompt in enumerate(prompts):
-    print(f"prompt: {prompt!r}")
-    for n in range(int(d.turns_B[b])):
-      ids = np.asarray(d.left_ids_NBM[n, b])[np.asarray(d.left_valid_NBM[n, b])]
-      print(f"  turn {n + 1}  left : {tok.decode(ids.tolist())!r}")
-      print(f"          right: score {float(d.score_NB[n, b]):.4f}")
-    reason = loop.HALT_NAMES[int(d.halt_reason_B[b])]
-    print(f"  halted after {int(d.turns_B[b])} turn(s): {reason}\n")
+def experiment_config(name: str, **overrides):
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(f"demo_{name}",
+                                                os.path.join(here, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  with config.unlocked():
+    config.update(overrides)
+  return config
+
+
+def _table(out: dict) -> str:
+  diffs = sorted({int(k.split("/d")[1]) for k in out if k.startswith("eval/turns/d")})
+  lines = ["  digits | accuracy turn 1 | accuracy after loop | mean turns",
+           "  -------+-----------------+---------------------+-----------"]
+  for d in diffs:
+    lines.append(f"  {d:>6} | {out[f'eval/acc_turn1/d{d}']:>15.3f} | "
+                 f"{out[f'eval/acc_final/d{d}']:>19.3f} | {out[f'eval/turns/d{d}']:>9.2f}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from slnjax import train  # pylint: disable=g-import-not-at-top
+  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="slnjax_demo_")
+  t0 = time.time()
+  stages = [("sft", experiment_config("sft")),
+            ("actor_critic_td", experiment_config(
+                "actor_critic_td", init_from=os.path.join(workdir, "sft")))]
+  results = {}
+  for name, config in stages:
+    print(f"== stage {name}: {config.model.kind} SLN, objective {config.objective.name}, "
+          f"{config.steps} steps, in {workdir}/{name}", flush=True)
+    results[name] = train.train(config, os.path.join(workdir, name))
+  out, config = results["actor_critic_td"], stages[-1][1]
+  minutes = (time.time() - t0) / 60
+  sft = results["sft"]
+  print(f"\nDone in {minutes:.1f} min. Test set: {out.get('eval/examples', 0):.0f} problems.")
+  print("                          after SFT   after actor-critic")
+  print(f"  accuracy after turn 1:   {sft['eval/acc_turn1']:>9.3f}   {out['eval/acc_turn1']:>18.3f}")
+  print(f"  accuracy after the loop: {sft['eval/acc_final']:>9.3f}   {out['eval/acc_final']:>18.3f}")
+  print(f"  mean turns used (of {config.model.loop.max_turns}): {sft['eval/turns']:>6.2f}   "
+        f"{out['eval/turns']:>18.2f}")
+  if "eval/critic_acc" in out:
+    print(f"  critic agrees with the verifier: {sft.get('eval/critic_acc', float('nan')):.1%} "
+          f"-> {out['eval/critic_acc']:.1%} of the turns")
+  print("\nAfter actor-critic, per difficulty (digits of the longer operand):\n" + _table(out))
+  path = os.path.join(workdir, "actor_critic_td", "transcripts", f"step_{out['step']}.txt")
+  if os.path.exists(path):
+    with open(path) as f:
+      blocks = [b for b in f.read().split("\n\n") if b.startswith("---")]
+    shown = next((b for b in blocks if "turn 2" in b), blocks[0] if blocks else "")
+    print("\nOne dialogue from the test set:\n" + shown.strip())
+  print(f"\nMetrics: {workdir}/*/metrics.jsonl, TensorBoard: {workdir}/*/tb, "
+        f"transcripts: {workdir}/*/transcripts/")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -119,9 +119,22 @@ def _gate(tree, pass_B, batch_axis):
   return jax.tree.map(g, tree)
 
 
+def _prompt_inputs(cfg, prompt_ids_BP, prompt_embeds_BPD):
+  if prompt_embeds_BPD is None:
+    return {"ids": prompt_ids_BP}
+  if prompt_embeds_BPD.shape[-1] != cfg.d_model:
+    raise ValueError(f"Encoded prompt has width {prompt_embeds_BPD.shape[-1]} but a lobe has "
+                     f"d_model={cfg.d_model}: an encoder must match both lobes' d_model.")
+  return {"embeds": prompt_embeds_BPD}
+
+
 def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
-            tau, target_BM=None):
-  """Encodes the prompt into each lobe's cache. Returns (P, caches, carry) for `turn`."""
+            tau, target_BM=None, prompt_embeds_BPD=None):
+  """Encodes the prompt into each lobe's cache. Returns (P, caches, carry) for `turn`.
+
+  `prompt_embeds_BPD` (optional): the prompt as an encoder's output, used instead of the
+  lobes' own embeddings of `prompt_ids_BP` (paper Fig. 2: an encoder before the loop).
+  """
   lc, rc, L = spec.left, spec.right, spec.loop
   B, Pn = prompt_ids_BP.shape
   if target_BM is not None and target_BM.shape != (B, L.turn_len):
@@ -131,8 +144,8 @@ def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
   prompt_len_B = prompt_len_B.astype(jnp.int32)
   E_l = lobes.embedding_matrix(lc, params_left)
   E_r = None if rc is None else lobes.embedding_matrix(rc, params_right)
-  out = lobes.apply(lc, params_left, ids=prompt_ids_BP, cache=lobes.init_cache(lc, B, s_left),
-                    start=jnp.zeros((B,), jnp.int32))
+  out = lobes.apply(lc, params_left, **_prompt_inputs(lc, prompt_ids_BP, prompt_embeds_BPD),
+                    cache=lobes.init_cache(lc, B, s_left), start=jnp.zeros((B,), jnp.int32))
   last_BV = jnp.take_along_axis(out["logits_BTV"], (prompt_len_B - 1)[:, None, None], 1)[:, 0]
   fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
   tau = jnp.asarray(tau, fdt)
@@ -147,8 +160,8 @@ def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
            "halt_B": jnp.zeros((B,), jnp.int32), "score_logit_B": jnp.zeros((B,), fdt),
            "prev_ids_BM": jnp.full((B, L.turn_len), -1, jnp.int32)}
   if rc is not None:
-    rout = lobes.apply(rc, params_right, ids=prompt_ids_BP, start=jnp.zeros((B,), jnp.int32),
-                       cache=lobes.init_cache(rc, B, s_right))
+    rout = lobes.apply(rc, params_right, **_prompt_inputs(rc, prompt_ids_BP, prompt_embeds_BPD),
+                       start=jnp.zeros((B,), jnp.int32), cache=lobes.init_cache(rc, B, s_right))
     if spec.tall:
       caches["right"] = rout["cache"]
     else:
@@ -163,7 +176,9 @@ def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
   t = x["t"]
   k_left, k_rpend, k_right, k_lpend = jax.random.split(x["key"], 4)
   if window is not None:  # truncated BPTT: stop gradients entering turns before the window
-    enter_B = t > window["turns_B"] - window["k"]
+    # (an example that used at most k turns keeps its whole history, prompt encoding included,
+    # so k >= turns used is exactly full BPTT)
+    enter_B = (t > window["turns_B"] - window["k"]) | (window["turns_B"] <= window["k"])
     caches = {"left": _gate(caches["left"], enter_B, 1),
               "right": None if caches["right"] is None else _gate(caches["right"], enter_B, 1)}
     carry = _gate(carry, enter_B, 0)
@@ -267,12 +282,12 @@ def _check_prompt(prompt_ids_BP, prompt_len_B):
 
 
 def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
-            tau=1.0, target_BM=None) -> Dialogue:
+            tau=1.0, target_BM=None, prompt_embeds_BPD=None) -> Dialogue:
   """Inference driver: ``lax.while_loop`` that ends when every example has halted."""
   _check_prompt(prompt_ids_BP, prompt_len_B)
   k_pre, k_loop = jax.random.split(key)
   P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
-                             k_pre, tau, target_BM)
+                             k_pre, tau, target_BM, prompt_embeds_BPD)
   n = spec.loop.max_turns
   xs = _turn_xs(k_loop, n)
   x0 = jax.tree.map(lambda a: a[0], xs)
@@ -295,17 +310,17 @@ def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
 
 
 def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
-           tau=1.0, target_BM=None) -> Dialogue:
+           tau=1.0, target_BM=None, prompt_embeds_BPD=None) -> Dialogue:
   """Differentiable driver: all ``max_turns`` turns with done-masks (same values as rollout)."""
   _check_prompt(prompt_ids_BP, prompt_len_B)
   L = spec.loop
   k = L.bptt_depth
   if k == 0:
     return rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
-                   target_BM)
+                   target_BM, prompt_embeds_BPD)
   k_pre, k_loop = jax.random.split(key)
   P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
-                             k_pre, tau, target_BM)
+                             k_pre, tau, target_BM, prompt_embeds_BPD)
   xs = _turn_xs(k_loop, L.max_turns)
   step = lambda P_, c, kk, x, w: turn(spec, P_, c, kk, x, w)
   window_fn = window = None
@@ -313,13 +328,14 @@ def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_
     window_fn = lambda final: {"turns_B": final["turns_B"], "k": k}
     if L.bptt_impl != "appendonly":  # plain autodiff: learn the turns used first
       ahead = rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
-                      target_BM)
+                      target_BM, prompt_embeds_BPD)
       window = {"turns_B": ahead.turns_B, "k": k}
   _, carry, ys = run_scan(step, P, caches, carry, xs, L.bptt_impl, window_fn, window)
   return _dialogue(ys, carry)
 
 
-def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d: Dialogue):
+def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d: Dialogue,
+                 prompt_embeds_BPD=None):
   """The left lobe's whole context as input embeddings [B,S,D], rebuilt from a transcript.
 
   Written tokens enter as hard ids (a replay scores what was sampled), scores as the
@@ -331,7 +347,9 @@ def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d
   m, n = L.turn_len, L.max_turns
   s_left, _ = spec.cache_lengths(Pn)
   x_BSD = jnp.zeros((B, s_left, lc.d_model), lc.compute_dtype)
-  x_BSD = x_BSD.at[:, :Pn].set(lobes.embed_ids(lc, params_left, prompt_ids_BP))
+  prompt_BPD = (lobes.embed_ids(lc, params_left, prompt_ids_BP) if prompt_embeds_BPD is None
+                else prompt_embeds_BPD.astype(lc.compute_dtype))
+  x_BSD = x_BSD.at[:, :Pn].set(prompt_BPD)
   per_turn = m + (m if spec.tall else 0) + (1 if spec.feeds_score else 0)
   base_NB = prompt_len_B[None, :] + per_turn * jnp.arange(n)[:, None]
   put = jax.vmap(lambda x, u, s: jax.lax.dynamic_update_slice_in_dim(x, u, s, axis=0))
@@ -349,11 +367,12 @@ def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d
 
 
 def replay_logp(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d: Dialogue,
-                temperature=None):
+                temperature=None, prompt_embeds_BPD=None):
   """Teacher-forced log-probs of the left lobe's written tokens under `params_left`, in one
   parallel forward pass (PPO ratios, KL to a reference, SPIN). Returns logp_NBM and the
   per-token entropy_NBM (zeros where the example had halted)."""
-  x_BSD, pos_NBM = left_context(spec, params_left, prompt_ids_BP, prompt_len_B, d)
+  x_BSD, pos_NBM = left_context(spec, params_left, prompt_ids_BP, prompt_len_B, d,
+                                prompt_embeds_BPD)
   logits_BSV = lobes.apply(spec.left, params_left, embeds=x_BSD)["logits_BTV"]
   temp = spec.loop.temperature if temperature is None else temperature
   logprobs_BSV = jax.nn.log_softmax(logits_BSV.astype(jnp.promote_types(

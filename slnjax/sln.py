@@ -19,6 +19,7 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 from slnjax import lobes, loop
 from slnjax.lobes.config import LobeConfig
@@ -33,13 +34,17 @@ class SLN:
   spec: loop.DialogueSpec
   shared: bool = False  # the right role uses the left lobe's parameters
   trainable: tuple[str, ...] = ("left", "right")
+  encoder: LobeConfig | None = None  # optional: encodes the prompt for both lobes (Fig. 2)
+  decoder: LobeConfig | None = None  # optional: writes the answer after the loop (Fig. 2)
 
   @property
   def lobe_names(self) -> tuple[str, ...]:
-    return ("left",) if (self.spec.right is None or self.shared) else ("left", "right")
+    names = ("left",) if (self.spec.right is None or self.shared) else ("left", "right")
+    return names + tuple(n for n in ("encoder", "decoder") if getattr(self, n) is not None)
 
   def lobe_config(self, name: str) -> LobeConfig:
-    return self.spec.left if name == "left" else self.spec.right
+    return {"left": self.spec.left, "right": self.spec.right, "encoder": self.encoder,
+            "decoder": self.decoder}[name]
 
 
 def _register(name):
@@ -84,16 +89,33 @@ def _lateralized(left: LobeConfig, right: LobeConfig, loop_cfg: LoopConfig) -> S
 
 
 def build(kind: str, left: LobeConfig, right: LobeConfig | None = None,
-          loop_cfg: LoopConfig = LoopConfig()) -> SLN:
+          loop_cfg: LoopConfig = LoopConfig(), encoder: LobeConfig | None = None,
+          decoder: LobeConfig | None = None) -> SLN:
   if kind not in KINDS:
     raise ValueError(f"Unknown SLN kind {kind!r}; expected one of {sorted(KINDS)}.")
-  return KINDS[kind](left, right, loop_cfg)
+  model = KINDS[kind](left, right, loop_cfg)
+  if encoder is not None:
+    widths = {c.d_model for c in (model.spec.left, model.spec.right) if c is not None}
+    if widths != {encoder.d_model}:
+      raise ValueError(f"encoder d_model={encoder.d_model} must equal the lobes' d_model "
+                       f"{sorted(widths)}.")
+    encoder = encoder.replace(lm_head=False, score_head=False, score_input=False)
+  if decoder is not None:
+    decoder = decoder.replace(lm_head=True, score_head=False, score_input=False)
+    if encoder is not None and decoder.d_model != encoder.d_model:
+      raise ValueError(f"decoder d_model={decoder.d_model} must equal the encoder's "
+                       f"{encoder.d_model}.")
+  return dataclasses.replace(model, encoder=encoder, decoder=decoder)
 
 
 def init(model: SLN, rng) -> dict:
   """Parameters {"left": ..., "right": ...}; a homogeneous right lobe is a copy of the left."""
-  k_left, k_right = jax.random.split(rng)
+  k_left, k_right, k_enc, k_dec = jax.random.split(rng, 4)
   params = {"left": lobes.init(model.spec.left, k_left)}
+  if model.encoder is not None:
+    params["encoder"] = lobes.init(model.encoder, k_enc)
+  if model.decoder is not None:
+    params["decoder"] = lobes.init(model.decoder, k_dec)
   if "right" in model.lobe_names:
     if model.kind == "homogeneous":
       params["right"] = jax.tree.map(lambda x: x.copy(), params["left"])
@@ -113,14 +135,49 @@ def roles(model: SLN, params: dict):
   return params["left"], params["left"] if model.shared else params["right"]
 
 
+def encode(model: SLN, params, prompt_ids_BP):
+  """The encoder's prompt embeddings [B,P,D], or None without an encoder."""
+  if model.encoder is None:
+    return None
+  return lobes.apply(model.encoder, params["encoder"], ids=prompt_ids_BP)["hidden_BTD"]
+
+
 def rollout(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None):
   pl, pr = roles(model, params)
-  return loop.rollout(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM)
+  return loop.rollout(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM,
+                      encode(model, params, prompt_ids_BP))
 
 
 def unroll(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None):
   pl, pr = roles(model, params)
-  return loop.unroll(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM)
+  return loop.unroll(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM,
+                     encode(model, params, prompt_ids_BP))
+
+
+def decode_answer(model: SLN, params, prompt_ids_BP, prompt_len_B, d: loop.Dialogue,
+                  target_ids_BM):
+  """The decoder after the loop, teacher-forced: reads [prompt, the left lobe's last turn,
+  target] and returns log p(target token i) [B,M]. The last turn enters as ids (the decoder
+  learns to read the dialogue's outcome; gradients do not flow back into the loop)."""
+  if model.decoder is None:
+    raise ValueError("This SLN has no decoder; build it with decoder=LobeConfig(...).")
+  dc = model.decoder
+  B, P = prompt_ids_BP.shape
+  M = target_ids_BM.shape[1]
+  last_B = jnp.maximum(d.turns_B - 1, 0)
+  turn_BM = jnp.take_along_axis(d.left_ids_NBM, last_B[None, :, None], axis=0)[0]
+  enc = encode(model, params, prompt_ids_BP)
+  emb = lambda ids: lobes.embed_ids(dc, params["decoder"], ids)
+  x_BSD = jnp.zeros((B, P + turn_BM.shape[1] + M, dc.d_model), dc.compute_dtype)
+  x_BSD = x_BSD.at[:, :P].set(emb(prompt_ids_BP) if enc is None else enc.astype(x_BSD.dtype))
+  put = jax.vmap(lambda x, u, s: jax.lax.dynamic_update_slice_in_dim(x, u, s, axis=0))
+  x_BSD = put(x_BSD, emb(turn_BM), prompt_len_B)
+  start_B = prompt_len_B + turn_BM.shape[1]
+  x_BSD = put(x_BSD, emb(target_ids_BM), start_B)
+  logits_BSV = lobes.apply(dc, params["decoder"], embeds=x_BSD)["logits_BTV"]
+  pos_BM = start_B[:, None] - 1 + jnp.arange(M)[None, :]
+  lp_BMV = jax.nn.log_softmax(jnp.take_along_axis(logits_BSV, pos_BM[..., None], axis=1), -1)
+  return jnp.take_along_axis(lp_BMV, target_ids_BM[..., None], axis=-1)[..., 0]
 
 
 def score(model: SLN, params, ids_BT, lengths_B):
@@ -129,3 +186,8 @@ def score(model: SLN, params, ids_BT, lengths_B):
   if pr is None or not model.spec.right.score_head:
     raise ValueError(f"SLN kind {model.kind!r} has no critic.")
   return lobes.apply(model.spec.right, pr, ids=ids_BT, lengths=lengths_B)["score_logit_B"]
+
+
+# Wide SLNs (rows E, G) live in slnjax/wide, which registers "wide" and "lateralized_wide"
+# in KINDS when imported (it imports this module; KINDS exists by now).
+from slnjax import wide as _wide  # noqa: E402,F401  pylint: disable=wrong-import-position

@@ -1,4 +1,6 @@
 """Shared fixtures. Tests run on the CPU; float64 only where a test asks for it."""
+import gc
+
 import jax
 import pytest
 
@@ -12,3 +14,12 @@ def x64():
     yield
   finally:
     jax.config.update("jax_enable_x64", prev)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compile_caches():
+  """Drops each module's compiled executables once it is done: one long-lived process that
+  keeps hundreds of them has crashed in XLA's CPU compiler here."""
+  yield
+  jax.clear_caches()
+  gc.collect()

@@ -1,0 +1,130 @@
+"""Gradients through the dialogue loop, in float64: the append-only reverse pass equals plain
+autodiff, matches finite differences, and truncated BPTT cuts exactly what it should."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from slnjax import loop
+from loop_helpers import make, prompts
+
+KEY = jax.random.key(3)
+TAU = 0.7
+
+
+def _loss(spec, pl, pr, ids, plen, tgt):
+  d = loop.unroll(spec, pl, pr, ids, plen, KEY, TAU, tgt)
+  return (jnp.sum(d.left_logp_target_NBM) + jnp.sum(d.score_logit_NB ** 2)
+          + 0.1 * jnp.sum(d.left_emb_NBMR ** 2))
+
+
+def _grads(spec, pl, pr, ids, plen, tgt):
+  return jax.jit(jax.grad(_loss, argnums=(1, 2)), static_argnums=0)(spec, pl, pr, ids, plen, tgt)
+
+
+def _max_rel(a, b):
+  return max(float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-300))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _setup(tall=False, B=3, **kw):
+  spec, pl, pr = make(tall, f64=True, **kw)
+  ids, plen = prompts(B=B)
+  tgt = jax.random.randint(jax.random.key(5), (B, spec.loop.turn_len), 4, 260)
+  return spec, pl, pr, ids, plen, tgt
+
+
+def _impl(spec, impl, k="same"):
+  kw = {"bptt_impl": impl}
+  if k != "same":
+    kw["bptt_depth"] = k
+  return dataclasses.replace(spec, loop=dataclasses.replace(spec.loop, **kw))
+
+
+@pytest.mark.parametrize("tall,mode,k", [
+    (False, "soft", None), (True, "gumbel_st", 1),
+    pytest.param(False, "gumbel_st", 2, marks=pytest.mark.slow),
+    pytest.param(True, "straight_through", None, marks=pytest.mark.slow)])
+def test_appendonly_equals_plain_autodiff(x64, tall, mode, k):
+  spec, pl, pr, ids, plen, tgt = _setup(tall, mode=mode, threshold=0.4818, max_turns=3,
+                                        bptt_depth=k)
+  g_ao = _grads(_impl(spec, "appendonly"), pl, pr, ids, plen, tgt)
+  g_scan = _grads(_impl(spec, "scan"), pl, pr, ids, plen, tgt)
+  assert _max_rel(g_ao, g_scan) < 1e-10
+  assert sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(g_ao)) > 0
+
+
+@pytest.mark.parametrize("mode", ["soft", pytest.param("gumbel", marks=pytest.mark.slow)])
+def test_soft_token_gradient_matches_finite_differences(x64, mode):
+  spec, pl, pr, ids, plen, tgt = _setup(mode=mode, B=2, max_turns=2)
+  g = _grads(spec, pl, pr, ids, plen, tgt)
+  v = jax.tree.map(lambda x: jax.random.normal(jax.random.key(x.size), x.shape, x.dtype),
+                   (pl, pr))
+  f = jax.jit(lambda a, b: _loss(spec, a, b, ids, plen, tgt))
+  eps = 1e-6
+  plus = f(*jax.tree.map(lambda p, d: p + eps * d, (pl, pr), v))
+  minus = f(*jax.tree.map(lambda p, d: p - eps * d, (pl, pr), v))
+  fd = (plus - minus) / (2 * eps)
+  an = sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
+  np.testing.assert_allclose(an, fd, rtol=1e-6)
+
+
+def _hand_split(spec, pl, pr, ids, plen, tgt, turns_B, k):
+  """Per example: run the turns by hand, cutting the gradient before the last k turns."""
+  total = 0.0
+  for b in range(ids.shape[0]):
+    k_pre, k_loop = jax.random.split(KEY)
+    P, caches, carry = loop.prefill(spec, pl, pr, ids[b:b + 1], plen[b:b + 1], k_pre, TAU,
+                                    tgt[b:b + 1])
+    h = int(turns_B[b])
+    for t in range(spec.loop.max_turns):
+      if t <= h - k and h > k:  # an example within k turns keeps its prompt's gradient
+        caches, carry = jax.lax.stop_gradient((caches, carry))
+        P = {**P, "rcache0": jax.lax.stop_gradient(P["rcache0"])}
+      x = {"t": jnp.int32(t), "key": jax.random.fold_in(k_loop, t)}
+      caches, carry, y = loop.turn(spec, P, caches, carry, x)
+      if t < h - k:
+        y = jax.lax.stop_gradient(y)
+      total += (jnp.sum(y["left_logp_target"]) + jnp.sum(y["score_logit"] ** 2)
+                + 0.1 * jnp.sum(y["left_emb"] ** 2))
+  return total
+
+
+@pytest.mark.parametrize("k", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_truncated_bptt_equals_hand_split_computation(x64, k):
+  spec, pl, pr, ids, plen, tgt = _setup(B=3, max_turns=3, threshold=0.4818)
+  free = loop.rollout(spec, pl, pr, ids, plen, KEY, TAU, tgt)
+  assert len(set(np.asarray(free.turns_B).tolist())) > 1  # examples halt at different turns
+  g = _grads(_impl(spec, "appendonly", k), pl, pr, ids, plen, tgt)
+  hand = jax.jit(jax.grad(lambda a, b: _hand_split(_impl(spec, "appendonly", None), a, b, ids,
+                                                   plen, tgt, np.asarray(free.turns_B), k),
+                   argnums=(0, 1)))
+  assert _max_rel(g, hand(pl, pr)) < 1e-10
+
+
+def test_turns_before_the_window_contribute_exactly_zero(x64):
+  spec, pl, pr, ids, plen, _ = _setup(max_turns=3)  # every example runs all 3 turns
+
+  def first_turn_only(spec, a, b):
+    d = loop.unroll(spec, a, b, ids, plen, KEY, TAU)
+    return jnp.sum(d.score_logit_NB[0]) + jnp.sum(d.left_emb_NBMR[0])
+  for impl in ("appendonly", "scan"):
+    g1 = jax.grad(first_turn_only, argnums=(1, 2))(_impl(spec, impl, 1), pl, pr)
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(g1)), impl
+  g_full = jax.grad(first_turn_only, argnums=(1, 2))(_impl(spec, "appendonly", None), pl, pr)
+  assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(g_full))
+
+
+def test_full_depth_window_equals_untruncated(x64):
+  spec, pl, pr, ids, plen, tgt = _setup(max_turns=3, threshold=0.4818)
+  g_none = _grads(_impl(spec, "appendonly", None), pl, pr, ids, plen, tgt)
+  g_k = _grads(_impl(spec, "appendonly", 3), pl, pr, ids, plen, tgt)
+  assert _max_rel(g_k, g_none) < 1e-12
+
+
+def test_depth_zero_means_no_gradient(x64):
+  spec, pl, pr, ids, plen, tgt = _setup(max_turns=2)
+  g = _grads(_impl(spec, "appendonly", 0), pl, pr, ids, plen, tgt)
+  assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(g))
