@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "numpy",
     "tokenizers>=0.20",
     "safetensors>=0.4",  # Hugging Face checkpoint import/export
+    "matplotlib>=3.8",  # the sweep's plot
 ]
 
 EXTRAS = {

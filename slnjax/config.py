@@ -1,0 +1,260 @@
+"""The experiment config: schema, defaults, validation (ml_collections, locked).
+
+An experiment file (experiments/NAME.py) defines ``get_config(arg) -> ConfigDict``, usually
+``experiment(kind=..., objective=..., **overrides)`` from here. Configs are locked: a
+misspelt key — in a file or in a ``--config.key=value`` override — is an error that names
+the key. Every field that ``train`` reads exists here, with its default:
+
+  seed                     int: parameters, sampling, data order
+  init_from                a previous run's workdir: start from its latest parameters
+                           (fresh optimizer; frozen "ref"/"prev" copies are these too)
+  task.name / .config      a slnjax.data task and its builder config name ("" = default)
+  task.overrides           builder-config fields (e.g. num_train); needs a new ``name``
+  task.data_dir / .tokenizer / .train_split / .eval_split
+  batch_size               global batch (all processes together)
+  prompt_len, target_len   padded lengths (target_len None: model.loop.turn_len)
+  model.kind               slnjax.sln.KINDS: single, self_reflection, homogeneous, tall,
+                           lateralized
+  model.left / .right      slnjax.lobes.LobeConfig fields (right: ignored by single/B/C)
+  model.loop               slnjax.loop.LoopConfig fields (bptt_depth -1 or None: full)
+  objective.name           slnjax.objectives.REGISTRY; the other fields are that
+                           objective's hyper-parameters (defaults filled in by ``finalize``)
+  optim.left / .right      lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
+                           b1, b2, eps, weight_decay, clip_norm (0: none)
+  tau.start/.end/.schedule soft-token temperature over training (constant|linear|cosine|
+                           exponential)
+  steps, log_every, eval_every, checkpoint_every, keep_checkpoints  (0 disables eval/ckpt)
+  eval.split / .num_batches (-1: all) / .batch_size (None: batch_size) / .transcripts /
+       .mode ("" = the training loop mode, else a soft_tokens mode for evaluation)
+  mesh.ici / .dcn / .rules parallelism (slnjax.parallel); rules () = DEFAULT_RULES
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import pkgutil
+
+from ml_collections import config_dict
+
+from slnjax import data, objectives, parallel, sln, soft_tokens
+from slnjax.lobes.config import LobeConfig
+from slnjax.loop import LoopConfig
+
+SCHEDULES = ("constant", "cosine", "linear")
+TAU_SCHEDULES = ("constant", "linear", "cosine", "exponential")
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "tuple": dict}
+
+
+def load_objectives() -> dict:
+  """Imports every module of slnjax.objectives (each registers itself) -> REGISTRY."""
+  for info in pkgutil.iter_modules(objectives.__path__):
+    if info.name != "base":
+      importlib.import_module(f"{objectives.__name__}.{info.name}")
+  return objectives.REGISTRY
+
+
+def _dataclass_dict(cls) -> config_dict.ConfigDict:
+  """A ConfigDict of a frozen dataclass's fields; None defaults become typed placeholders."""
+  out = config_dict.ConfigDict()
+  for f in dataclasses.fields(cls):
+    if f.default is None:
+      first = str(f.type).split("|")[0].split("[")[0].strip()
+      out[f.name] = config_dict.placeholder(_TYPES.get(first, str))
+    else:
+      out[f.name] = f.default
+  return out
+
+
+def lobe_dict(**kw) -> config_dict.ConfigDict:
+  d = _dataclass_dict(LobeConfig)
+  d.update(dict(vocab_size=260, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64))
+  d.update(kw)
+  return d
+
+
+def optim_dict(**kw) -> config_dict.ConfigDict:
+  d = config_dict.ConfigDict(dict(lr=3e-3, warmup_steps=20, schedule="cosine", end_lr_frac=0.1,
+                                  b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, clip_norm=1.0))
+  d.update(kw)
+  return d
+
+
+def base_config() -> config_dict.ConfigDict:
+  """Every field with its default (unlocked; ``experiment`` finalizes and locks it)."""
+  c = config_dict.ConfigDict()
+  c.seed = 0
+  c.init_from = ""  # a workdir whose latest parameters start this run (e.g. SFT -> PPO)
+  c.task = config_dict.ConfigDict(dict(
+      name="addition", config="", overrides=config_dict.ConfigDict(), data_dir="",
+      tokenizer="byte", train_split="train", eval_split="test"))
+  c.batch_size = 16
+  c.prompt_len = 16
+  c.target_len = config_dict.placeholder(int)
+  loop = _dataclass_dict(LoopConfig)
+  loop.update(dict(turn_len=8, max_turns=3, mode="hard", threshold=0.5))
+  c.model = config_dict.ConfigDict(dict(kind="lateralized", left=lobe_dict(), right=lobe_dict(),
+                                        loop=loop))
+  c.objective = config_dict.ConfigDict(dict(name="sft"))
+  c.optim = config_dict.ConfigDict(dict(left=optim_dict(), right=optim_dict()))
+  c.tau = config_dict.ConfigDict(dict(start=1.0, end=1.0, schedule="constant"))
+  c.steps = 1000
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.eval = config_dict.ConfigDict(dict(split="", num_batches=4,
+                                       batch_size=config_dict.placeholder(int),
+                                       transcripts=3, mode=""))
+  c.mesh = config_dict.ConfigDict(dict(ici=(-1, 1, 1), dcn=(1, 1, 1), rules=()))
+  return c
+
+
+def _merge(c: config_dict.ConfigDict, overrides: dict, where: str = "config"):
+  for key, value in overrides.items():
+    if key not in c:
+      raise KeyError(f"Unknown config key {where}.{key}; valid keys: {sorted(c.keys())}.")
+    if isinstance(value, dict) and isinstance(c[key], config_dict.ConfigDict) and key != "overrides":
+      _merge(c[key], value, f"{where}.{key}")
+    else:
+      c[key] = value
+
+
+def experiment(model_kind: str = "lateralized", procedure: str = "sft", smoke: bool = False,
+               **overrides) -> config_dict.ConfigDict:
+  """base_config() with model.kind, objective.name and nested ``overrides`` applied; with
+  ``smoke`` a tiny, few-step version for tests. Returns a finalized, locked config."""
+  c = base_config()
+  c.model.kind = model_kind
+  c.objective.name = overrides.get("objective", {}).get("name", procedure)
+  registry = load_objectives()
+  if c.objective.name in registry:  # its hyper-parameters, so that overrides can set them
+    c.objective.update(registry[c.objective.name].defaults)
+  if smoke:
+    _merge(c, dict(
+        task=dict(config="digits5", overrides=dict(name="train_smoke", num_train=256, num_test=32,
+                                                   num_test_longer=8, train_digits=(1, 2),
+                                                   longer_digits=(3, 3))),
+        batch_size=4, prompt_len=8, steps=4, log_every=2, eval_every=0, checkpoint_every=0,
+        model=dict(left=dict(d_model=16, d_ff=32), right=dict(d_model=16, d_ff=32),
+                   loop=dict(turn_len=4, max_turns=2)),
+        eval=dict(num_batches=1, transcripts=1)))
+  _merge(c, overrides)
+  return finalize(c)
+
+
+# The CPU-sized experiments (experiments/*.py): addition with 1-3 digit operands, 2-layer
+# d_model 64 lobes, batch 64.
+CPU = dict(
+    task=dict(config="digits5", overrides=dict(name="cpu_digits3", train_digits=(1, 3),
+                                               longer_digits=(4, 5), num_train=20_000,
+                                               num_test=512, num_test_longer=512)),
+    batch_size=64, prompt_len=12, steps=1500, log_every=100, eval_every=500,
+    checkpoint_every=500,
+    model=dict(left=dict(d_model=64, d_ff=256), right=dict(d_model=64, d_ff=256),
+               loop=dict(turn_len=6)),
+    eval=dict(num_batches=8, transcripts=3))
+
+
+def deep_update(base: dict, new: dict) -> dict:
+  out = dict(base)
+  for k, v in new.items():
+    out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+  return out
+
+
+def cpu_experiment(model_kind: str, procedure: str, arg: str | None = None, *,
+                   size: dict | None = None, **overrides) -> config_dict.ConfigDict:
+  """An experiments/*.py config: ``CPU`` sizes updated by ``size``, then ``overrides`` (what
+  makes the experiment what it is: loop mode, objective hyper-parameters, ...). arg
+  "smoke": the same experiment at the tiny test sizes (few steps)."""
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"Unknown experiment argument {arg!r}; use ':smoke' or nothing.")
+  if arg == "smoke":
+    return experiment(model_kind, procedure, smoke=True, **overrides)
+  return experiment(model_kind, procedure, **deep_update(deep_update(CPU, size or {}), overrides))
+
+
+def finalize(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
+  """Fills in the objective's default hyper-parameters, validates, and locks."""
+  c = copy.deepcopy(c)  # keeps typed placeholders (so None fields stay overridable)
+  c.unlock()
+  registry = load_objectives()
+  name = c.objective.name
+  if name not in registry:
+    raise ValueError(f"config.objective.name={name!r} is not a registered objective; "
+                     f"choose one of {sorted(registry)}.")
+  defaults = dict(registry[name].defaults)
+  unknown = sorted(set(c.objective.keys()) - set(defaults) - {"name"})
+  if unknown:
+    raise ValueError(f"config.objective has keys {unknown} that objective {name!r} does not "
+                     f"take; its hyper-parameters are {sorted(defaults)}.")
+  for key, value in defaults.items():
+    if key not in c.objective:
+      c.objective[key] = value
+  validate(c)
+  c.lock()
+  return c
+
+
+def _check(cond, msg):
+  if not cond:
+    raise ValueError(msg)
+
+
+def validate(c: config_dict.ConfigDict) -> None:
+  """Errors that name the field and say what would be valid."""
+  _check(c.task.name in data.TASKS,
+         f"config.task.name={c.task.name!r}; valid tasks: {sorted(data.TASKS)}.")
+  _check(c.model.kind in sln.KINDS,
+         f"config.model.kind={c.model.kind!r}; valid kinds: {sorted(sln.KINDS)}.")
+  for name in ("left", "right"):
+    try:
+      lobe_config(c, name)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config.model.{name}: {e}") from e
+  try:
+    loop_config(c)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config.model.loop: {e}") from e
+  for name in ("left", "right"):
+    o = c.optim[name]
+    _check(o.schedule in SCHEDULES,
+           f"config.optim.{name}.schedule={o.schedule!r}; expected one of {SCHEDULES}.")
+    _check(o.lr >= 0 and o.warmup_steps >= 0 and o.clip_norm >= 0,
+           f"config.optim.{name}: lr, warmup_steps and clip_norm must be >= 0.")
+  _check(c.tau.schedule in TAU_SCHEDULES,
+         f"config.tau.schedule={c.tau.schedule!r}; expected one of {TAU_SCHEDULES}.")
+  _check(c.tau.start > 0 and c.tau.end > 0, "config.tau.start and .end must be > 0.")
+  for key in ("batch_size", "prompt_len", "steps", "log_every"):
+    _check(c[key] > 0, f"config.{key}={c[key]} must be > 0.")
+  for key in ("eval_every", "checkpoint_every", "keep_checkpoints"):
+    _check(c[key] >= 0, f"config.{key}={c[key]} must be >= 0 (0 disables it).")
+  _check(c.eval.mode == "" or c.eval.mode in soft_tokens.MODES,
+         f"config.eval.mode={c.eval.mode!r}; expected '' or one of {soft_tokens.MODES}.")
+  parallel.rules_from_config(c.mesh.rules or None)
+
+
+def lobe_config(c: config_dict.ConfigDict, name: str) -> LobeConfig:
+  d = c.model[name].to_dict()
+  return LobeConfig.from_dict({k: v for k, v in d.items() if v is not None})
+
+
+def loop_config(c: config_dict.ConfigDict) -> LoopConfig:
+  d = c.model.loop.to_dict()
+  if d.get("bptt_depth") is not None and d["bptt_depth"] < 0:
+    d["bptt_depth"] = None  # -1: full BPTT (a command line cannot write None)
+  return LoopConfig(**d)
+
+
+def target_len(c: config_dict.ConfigDict) -> int:
+  return c.target_len if c.target_len is not None else c.model.loop.turn_len
+
+
+def build_model(c: config_dict.ConfigDict) -> sln.SLN:
+  return sln.build(c.model.kind, lobe_config(c, "left"), lobe_config(c, "right"), loop_config(c))
+
+
+def eval_config(c: config_dict.ConfigDict):
+  """(split, per-eval batch size) with the defaults resolved."""
+  return c.eval.split or c.task.eval_split, c.eval.batch_size or c.batch_size

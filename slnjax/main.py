@@ -1,0 +1,70 @@
+r"""Train a Strange-Loop Network.
+
+    python -m slnjax.main --config experiments/NAME.py[:arg] --workdir DIR [--config.key=value ...]
+
+The config is locked: an override of a key that does not exist stops with an error naming
+it. The run resumes from DIR/checkpoints when there are any; SIGTERM saves a checkpoint and
+exits cleanly (exit code 0). Multi-host: jax.distributed is initialized when
+slnjax.distributed detects a multi-process environment (TPU pod, SLURM, or
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID as launch/local.sh sets them),
+never otherwise.
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, optionally with :arg (e.g. :smoke).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and transcripts go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _override_keys(argv) -> list[str]:
+  return [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with config errors turned into one readable line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+  except (AttributeError, KeyError) as e:
+    msg = str(e)
+    bad = re.search(r"'([A-Za-z0-9_]+)", msg)
+    hint = re.search(r'Did you mean \\?"([^"\\]+)', msg)
+    keys = [k for k in _override_keys(argv) if bad and bad.group(1) in k.split(".")]
+    where = f"config.{keys[0]}" if keys else (bad.group(1) if bad else msg)
+    print(f"error: unknown config key {where} (in --{where}=...)"
+          + (f"; did you mean {hint.group(1)!r}?" if hint else "")
+          + " The config is locked: only keys of the config file can be set.", file=sys.stderr)
+  except (TypeError, ValueError) as e:
+    print(f"error: bad config override: {e}", file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from slnjax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize()
+  import jax  # pylint: disable=g-import-not-at-top
+  from slnjax import train  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  try:
+    out = train.train(_CONFIG.value, _WORKDIR.value)
+  except (train.NonFiniteError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if jax.process_index() == 0:
+    shown = {k: round(v, 4) for k, v in out.items() if "/d" not in k}
+    print(f"done: {shown}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
