@@ -1,0 +1,51 @@
+r"""python -m slnjax.aot --config experiments/llama8b_lateralized.py --topology v5p-128
+
+A lateralized SLN whose two lobes have the Llama-3-8B shape (vocab 128256, d_model 4096,
+32 layers, 32 heads / 8 kv heads, d_ff 14336): the left lobe writes turns of soft tokens, the
+right lobe (no LM head: 7.50 B parameters, plus a score head) scores each turn, and the left
+lobe reads the score. Trained end to end through the inner dialogue (objective "bptt",
+truncated BPTT over the last 2 turns, the append-only reverse pass) plus the critic's BCE
+(critic_weight 1). bfloat16 compute, float32 parameters and AdamW moments, layers
+scanned and fully rematerialised, everything FSDP-sharded over all chips.
+Arguments: none (v5p-128, global batch 64); "v5e" (v5e-256, global batch 256); "smoke"
+(tiny lobes of the same structure: CPU tests, the AOT test on v5e:2x2, launch/local.sh).
+
+Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
+  FIT_CHECK_RESULTS
+
+A real run needs weights and a tokenizer: convert Llama-3-8B (slnjax/lobes/convert.py) and
+pass --config.init_from=<its workdir> --config.task.tokenizer=<tokenizer dir>.
+"""
+from slnjax import config as cfg
+
+LLAMA3_8B = dict(
+    vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
+    family="llama", rope_theta=500000.0, norm_eps=1e-5,
+    rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                      original_max_position_embeddings=8192),
+    dtype="bfloat16", param_dtype="float32", scan_layers=True, remat="full")
+SMOKE = dict(vocab_size=260, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+             dtype="float32", param_dtype="float32", remat="none")
+LOOP = dict(turn_len=32, max_turns=4, mode="soft", threshold=0.9, bptt_depth=2,
+            bptt_impl="appendonly")
+
+
+def get_config(arg: str | None = None):
+  if arg not in (None, "", "v5e", "smoke"):
+    raise ValueError(f"Unknown argument {arg!r}: use none (v5p-128), 'v5e' (v5e-256) or "
+                     "'smoke' (tiny lobes).")
+  smoke = arg == "smoke"
+  lobe = dict(LLAMA3_8B, **SMOKE) if smoke else LLAMA3_8B
+  c = cfg.experiment(
+      "lateralized", "bptt", smoke=smoke,
+      batch_size={"smoke": 8, "v5e": 256}.get(arg, 64), prompt_len=8 if smoke else 128,
+      steps=20 if smoke else 10000, log_every=5 if smoke else 50,
+      eval_every=0 if smoke else 1000, checkpoint_every=0 if smoke else 1000,
+      model=dict(left=dict(lobe), right=dict(lobe),
+                 loop=dict(LOOP, turn_len=4, max_turns=2) if smoke else LOOP),
+      optim=dict(left=dict(lr=1e-5, warmup_steps=100), right=dict(lr=1e-5, warmup_steps=100)),
+      tau=dict(start=1.0, end=0.1, schedule="exponential"),
+      mesh=dict(ici=(1, -1, 1), dcn=(1, 1, 1)))
+  with c.unlocked():
+    c.objective.critic_weight = 1.0  # the critic learns from the unrolled turns (eq. 7)
+  return c

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# N JAX processes on this machine, joined through a coordinator on 127.0.0.1, each with D
+# CPU devices: the multi-host code path (jax.distributed, per-process data, process-0 logs,
+# all-process checkpoints) without a cluster.
+#
+#   launch/local.sh [-n 2] [-d 4] [--port P] [--logdir DIR] [--dry_run] -- \
+#       --config=experiments/FILE.py[:arg] --workdir=DIR [--config.key=value ...]
+#
+# Everything after -- goes to python -m slnjax.main unchanged. If one process fails, the
+# others are killed and its exit code is returned. PYTHON overrides the interpreter.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+python="${PYTHON:-$root/.venv/bin/python}"
+num=2
+devices=4
+port=""
+logdir=""
+dry=0
+
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while (($#)); do
+  case "$1" in
+    -n|--num_processes) num="$2"; shift 2 ;;
+    -d|--devices) devices="$2"; shift 2 ;;
+    --port) port="$2"; shift 2 ;;
+    --logdir) logdir="$2"; shift 2 ;;
+    --dry_run) dry=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; break ;;
+    *) echo "local.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+cd "$root"
+"$python" "$here/plan.py" check -- "$@"
+if [[ -z "$port" ]]; then
+  port="$("$python" "$here/plan.py" port)"
+fi
+if [[ -n "$logdir" && "$dry" == 0 ]]; then
+  mkdir -p "$logdir"
+fi
+
+if [[ "$dry" == 1 ]]; then
+  printf 'cd %q\n' "$root"
+fi
+pids=()
+cleanup() {
+  if ((${#pids[@]})); then
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap cleanup INT TERM
+
+for ((i = 0; i < num; i++)); do
+  cmd=(env "PYTHONPATH=$root" "JAX_COORDINATOR_ADDRESS=127.0.0.1:$port"
+       "JAX_NUM_PROCESSES=$num" "JAX_PROCESS_ID=$i" "JAX_PLATFORMS=cpu" "PJRT_NPROC=16"
+       "XLA_FLAGS=--xla_force_host_platform_device_count=$devices"
+       "$python" -m slnjax.main "$@")
+  if [[ "$dry" == 1 ]]; then
+    printf '%q ' "${cmd[@]}"
+    if [[ -n "$logdir" ]]; then printf '> %q 2>&1 ' "$logdir/process_$i.log"; fi
+    printf '&\n'
+    continue
+  fi
+  if [[ -n "$logdir" ]]; then
+    "${cmd[@]}" > "$logdir/process_$i.log" 2>&1 &
+  else
+    "${cmd[@]}" &
+  fi
+  pids+=("$!")
+done
+if [[ "$dry" == 1 ]]; then
+  echo "wait"
+  exit 0
+fi
+
+remaining=$num
+while ((remaining > 0)); do
+  status=0
+  wait -n || status=$?
+  if ((status != 0)); then
+    echo "local.sh: a process exited with status $status; stopping the others." >&2
+    cleanup
+    wait || true
+    exit "$status"
+  fi
+  remaining=$((remaining - 1))
+done

@@ -1,0 +1,96 @@
+"""Launchers: shellcheck-clean, dry runs print the exact commands, and the training arguments
+reach slnjax.main unchanged through every layer of quoting."""
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "launch")
+SCRIPTS = ["local.sh", "tpu_vm.sh", "queued_resource.sh", "xpk.sh", "slurm.sbatch"]
+# Arguments that need quoting: a space, a quote, a glob, a $ and a ':' config argument.
+ARGS = ["--config=experiments/llama8b_tall.py:smoke", "--workdir=gs://bucket/run 1",
+        "--config.task.name=it's", "--config.task.tokenizer=*", "--config.seed=$HOME"]
+
+spec = importlib.util.spec_from_file_location("plan", os.path.join(LAUNCH, "plan.py"))
+plan = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plan)
+
+
+def dry(script, *opts, env=None):
+  cmd = ["bash", os.path.join(LAUNCH, script), *opts]
+  p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False,
+                     env={**os.environ, **(env or {})})
+  assert p.returncode == 0, p.stdout + p.stderr
+  return [shlex.split(line) for line in p.stdout.splitlines() if not line.startswith("#")]
+
+
+def main_args(words):
+  """The arguments after `-m slnjax.main` in a command's words."""
+  i = words.index("slnjax.main")
+  return words[i + 1:]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_clean():
+  p = subprocess.run(["shellcheck", *[os.path.join(LAUNCH, s) for s in SCRIPTS]],
+                     capture_output=True, text=True, check=False)
+  assert p.returncode == 0, p.stdout
+
+
+def test_local_dry_run_starts_n_processes_with_coordinator_env():
+  cmds = dry("local.sh", "--dry_run", "-n", "3", "-d", "2", "--port", "1234", "--", *ARGS)
+  assert cmds[0] == ["cd", ROOT] and cmds[-1] == ["wait"]
+  procs = cmds[1:-1]
+  assert len(procs) == 3
+  for i, words in enumerate(procs):
+    assert words[0] == "env" and words[-1] == "&"
+    assert {"JAX_COORDINATOR_ADDRESS=127.0.0.1:1234", "JAX_NUM_PROCESSES=3",
+            f"JAX_PROCESS_ID={i}", "XLA_FLAGS=--xla_force_host_platform_device_count=2"} <= set(
+                words)
+    assert main_args(words[:-1]) == ARGS
+
+
+@pytest.mark.parametrize("script", ["tpu_vm.sh", "queued_resource.sh"])
+def test_tpu_dry_runs_run_main_on_every_worker_with_args_unchanged(script):
+  cmds = dry(script, "--dry_run", "--name", "sln", "--zone", "us-east5-a", "--type",
+             "v5p-128", "--", *ARGS)
+  ssh = [c for c in cmds if c[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]]
+  assert len(ssh) == 2 and all("--worker=all" in c for c in ssh)
+  install, run = (shlex.split(c[-1].split("=", 1)[1]) for c in ssh)
+  assert "pip" in " ".join(install) and "setup.py.installed" in " ".join(install)
+  assert main_args(run) == ARGS
+  first = cmds[0][:5]
+  assert first == (["gcloud", "compute", "tpus", "queued-resources", "create"]
+                   if script == "queued_resource.sh" else
+                   ["gcloud", "compute", "tpus", "tpu-vm", "create"])
+
+
+def test_xpk_dry_run():
+  (words,) = dry("xpk.sh", "--dry_run", "--cluster", "c", "--workload", "w", "--type",
+                 "v5e-256", "--slices", "2", "--", *ARGS)
+  assert words[:3] == ["xpk", "workload", "create"] and "--num-slices=2" in words
+  command = [w for w in words if w.startswith("--command=")][0].split("=", 1)[1]
+  assert main_args(shlex.split(command)) == ARGS
+
+
+def test_slurm_dry_run():
+  (words,) = dry("slurm.sbatch", *ARGS, env={"DRY_RUN": "1", "SLNJAX_ROOT": ROOT})
+  assert words[0] == "srun" and main_args(words) == ARGS
+
+
+def test_missing_config_or_workdir_is_a_clear_error():
+  for args, match in ((["--workdir=x"], "--config"), (["--config=nope.py"], "does not exist"),
+                      (["--config=experiments/llama8b_tall.py"], "--workdir")):
+    with pytest.raises(SystemExit, match=match):
+      plan.check(args, ROOT)
+
+
+def test_install_line_is_idempotent_shell():
+  line = plan.install_line()
+  assert "test -x .venv/bin/python ||" in line and "cmp -s setup.py" in line
+  p = subprocess.run(["bash", "-n", "-c", line], capture_output=True, text=True, check=False)
+  assert p.returncode == 0, p.stderr
