@@ -1,0 +1,81 @@
+r"""python -m slnjax.wide.train --config=experiments/wide.py --workdir=/tmp/wide_e
+
+Ablation row E: a wide SLN on multi-digit addition, from scratch. A 2-block byte-level LM is
+lobotomised (block 1 encodes, block 2 decodes); between them a main gate routes up to
+`max_iters` times per example to a left or a right MoE lobe (4 experts, top-1, Switch load
+balancing), each call appending 2 slots to the context, until the gate says "output".
+The gate is trained through the halting distribution (route "soft": PonderNet's expected
+loss, with its geometric prior and a small compute cost). Evaluation (test split, greedy):
+accuracy, iterations used and expert usage per difficulty (= digits of the longer operand).
+
+Argument (after the colon): "smoke" (a seconds-long run for tests) and/or key=value pairs
+among route, steps, seed, max_iters (e.g. experiments/wide.py:route=hard,steps=300).
+CPU run time (2 cores): about 10-20 minutes at the default 800 steps. Result: see
+docs/wide_and_memory.md (measured numbers only).
+Runs with slnjax.wide.train today; slnjax.main needs the integration steps listed in
+docs/wide_and_memory.md.
+"""
+from ml_collections import config_dict
+
+from slnjax import config as cfg_lib
+from slnjax.wide.config import WideConfig
+from slnjax.wide.loss import WideLossConfig
+
+KIND = "wide"
+
+
+def parse_arg(arg):
+  smoke, kv = False, {}
+  for item in filter(None, (arg or "").split(",")):
+    if item.strip(":") == "smoke":
+      smoke = True
+      continue
+    key, sep, value = item.partition("=")
+    if not sep or key not in ("route", "steps", "seed", "max_iters"):
+      raise ValueError(f"Config argument {item!r}: expected 'smoke' or key=value with key in "
+                       "route, steps, seed, max_iters.")
+    kv[key] = value if key == "route" else int(value)
+  return smoke, kv
+
+
+def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
+  smoke, kv = parse_arg(arg)
+  c = cfg_lib.base_config()
+  c.seed = kv.get("seed", 0)
+  c.task.name = "addition"
+  c.task.config = "digits5"
+  c.task.data_dir = "/tmp/slnjax_data"
+  c.task.overrides = config_dict.ConfigDict(dict(
+      name="wide_digits4", train_digits=(1, 4), longer_digits=(5, 6), num_train=20000,
+      num_test=512, num_test_longer=64))
+  c.batch_size = 32
+  c.prompt_len = 12
+  c.target_len = 6
+  c.model.kind = kind
+  c.model.left = cfg_lib.lobe_dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
+  c.model.right = None
+  wide = WideConfig(k_in=1, k_out=1, max_iters=kv.get("max_iters", 4), write_len=2,
+                    n_experts=4, top_k=1, route=kv.get("route", "soft"), answer_len=6,
+                    **wide_kw)
+  c.model.wide = config_dict.ConfigDict({k: getattr(wide, k) for k in
+                                         wide.__dataclass_fields__})
+  loss = WideLossConfig(ponder_kl=0.01, prior_lambda=0.3, compute_cost=0.01, balance=0.01,
+                        critic=1.0, reward="correct")
+  c.objective = config_dict.ConfigDict({"name": "wide", **{
+      k: getattr(loss, k) for k in loss.__dataclass_fields__}})
+  c.optim.left = cfg_lib.optim_dict(lr=3e-3, warmup_steps=50)
+  c.optim.right = cfg_lib.optim_dict(lr=3e-3, warmup_steps=50)
+  c.tau = config_dict.ConfigDict(dict(start=1.0, end=0.5, schedule="linear"))
+  c.steps = kv.get("steps", 800)
+  c.log_every = 100
+  c.eval.num_batches = -1
+  if smoke:
+    c.task.overrides.update(name="wide_smoke", num_train=128, num_test=16, num_test_longer=8)
+    c.batch_size, c.steps, c.log_every = 8, 2, 1
+    c.model.left.update(d_model=16, d_ff=32)
+    c.model.wide.update(max_iters=2, n_experts=2)
+  return c
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+  return make(KIND, arg)

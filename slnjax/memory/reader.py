@@ -1,0 +1,128 @@
+"""A lobe's memory input: encode, score, select, and prepend the selected memories.
+
+    mcfg = MemoryConfig(selector="mha", k=2, mode="gumbel_st")
+    mparams = init(mcfg, rng)
+    sel, scores = read(mcfg, mparams, bank, query_ids_BQ, query_len_B, key, tau=tau)
+    prefix_BTD = prefix_embeds(sel, bank, lobes.embedding_matrix(lobe_cfg, lobe_params))
+    out, pos_B = ingest_prefix(lobe_cfg, lobe_params, cache, prefix_BTD, pos_B, active_B)
+
+The selected items' *token embeddings* are prepended (k items x L tokens, in the receiving
+lobe's own input embedding), weighted by the selection: one-hot rows copy an item exactly;
+soft rows are attention read-outs (a convex mix of items, position by position), and the
+straight-through rows carry the relaxed gradient to the selector. Padding tokens of an item
+and unfilled slots enter as zero vectors.
+
+Wiring into the dialogue loop (slnjax/loop.py, per lobe named in ``MemoryConfig.lobes``): before
+a lobe's turn, ``read`` with the turn's query (the prompt, or the other lobe's last turn) and
+``ingest_prefix`` into that lobe's cache at its write position; the lobe's cache length grows by
+k * L per turn (DialogueSpec.cache_lengths), and the selection's ``logp_B`` joins the
+REINFORCE / PPO terms of the objective. The facts experiment (experiments/facts_memory.py) uses
+the one-turn case: the memories are prepended before the question.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from slnjax import decode, lobes
+from slnjax.memory.bank import Bank
+from slnjax.memory.encode import NgramEncoder, lobe_encode
+from slnjax.memory.selection import MODES, Selection, select
+from slnjax.memory.selectors import KINDS, Selector
+
+ENCODERS = ("ngram", "lobe")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryConfig:
+  selector: str = "mha"  # selectors.KINDS
+  residual: bool = False
+  hidden: int = 64
+  heads: int = 4
+  k: int = 2  # memories selected per read
+  mode: str = "gumbel_st"  # selection.MODES
+  temperature: float = 1.0  # sampling temperature of the scores
+  encoder: str = "ngram"  # "ngram" (learned hashed n-grams) | "lobe" (a lobe's hidden states)
+  key_dim: int = 64  # ngram encoder width (a "lobe" encoder has the lobe's d_model)
+  buckets: int = 4096
+  lobes: tuple[str, ...] = ("left",)  # which lobes read memories before each turn
+
+  def __post_init__(self):
+    if self.selector not in KINDS:
+      raise ValueError(f"MemoryConfig.selector={self.selector!r}; expected one of {KINDS}.")
+    if self.mode not in MODES:
+      raise ValueError(f"MemoryConfig.mode={self.mode!r}; expected one of {MODES}.")
+    if self.encoder not in ENCODERS:
+      raise ValueError(f"MemoryConfig.encoder={self.encoder!r}; expected one of {ENCODERS}.")
+
+  def selector_module(self) -> Selector:
+    return Selector(self.selector, self.hidden, self.heads, residual=self.residual)
+
+
+def init(cfg: MemoryConfig, rng, dim: int | None = None) -> dict:
+  """{"encoder": ngram table (ngram encoder only), "selector": ...}. `dim`: the key width
+  (required for a "lobe" encoder: the lobe's d_model)."""
+  k_enc, k_sel = jax.random.split(rng)
+  params = {}
+  if cfg.encoder == "ngram":
+    dim = cfg.key_dim
+    params["encoder"] = NgramEncoder(dim, cfg.buckets).init(
+        k_enc, jnp.zeros((1, 4), jnp.int32), jnp.ones((1,), jnp.int32))["params"]
+  elif dim is None:
+    raise ValueError("A 'lobe' memory encoder has the lobe's width: pass dim=d_model.")
+  q = jnp.zeros((1, dim))
+  params["selector"] = cfg.selector_module().init(k_sel, q, jnp.zeros((1, 2, dim)),
+                                                  jnp.ones((1, 2), bool))["params"]
+  return nn.meta.unbox(params)
+
+
+def encode(cfg: MemoryConfig, params, ids_NL, len_N, lobe=None):
+  """Key vectors [..., D] of token sequences. `lobe`: (LobeConfig, params) for "lobe"."""
+  if cfg.encoder == "ngram":
+    return NgramEncoder(cfg.key_dim, cfg.buckets).apply({"params": params["encoder"]}, ids_NL,
+                                                        len_N)
+  if lobe is None:
+    raise ValueError("MemoryConfig.encoder='lobe' needs lobe=(LobeConfig, lobe params).")
+  return lobe_encode(lobe[0], lobe[1], ids_NL, len_N)
+
+
+def scores(cfg: MemoryConfig, params, bank: Bank, query_ids_BQ, query_len_B, lobe=None,
+           keys_BCD=None):
+  """Selector scores [B,C] of the bank's items (keys re-encoded unless given)."""
+  q_BD = encode(cfg, params, query_ids_BQ, query_len_B, lobe)
+  if keys_BCD is None:
+    keys_BCD = encode(cfg, params, bank.ids_BCL, bank.len_BC, lobe)
+  return cfg.selector_module().apply({"params": params["selector"]}, q_BD, keys_BCD,
+                                     bank.mask_BC)
+
+
+def read(cfg: MemoryConfig, params, bank: Bank, query_ids_BQ, query_len_B, key=None, tau=1.0,
+         mode=None, lobe=None) -> tuple[Selection, jax.Array]:
+  s_BC = scores(cfg, params, bank, query_ids_BQ, query_len_B, lobe)
+  return select(s_BC, bank.mask_BC, cfg.k, mode or cfg.mode, key, tau, cfg.temperature), s_BC
+
+
+def prefix_embeds(sel: Selection, bank: Bank, emb_VD):
+  """The selected items' token embeddings, slot after slot: [B, k * L, D]."""
+  tok_mask_BCL = jnp.arange(bank.ids_BCL.shape[2])[None, None, :] < bank.len_BC[..., None]
+  e_BCLD = jnp.take(emb_VD, bank.ids_BCL, axis=0) * tok_mask_BCL[..., None].astype(emb_VD.dtype)
+  p_BJLD = jnp.einsum("bjc,bcld->bjld", sel.weights_BJC.astype(emb_VD.dtype), e_BCLD)
+  B, J, L, D = p_BJLD.shape
+  return p_BJLD.reshape(B, J * L, D)
+
+
+def prefix_ids(sel: Selection, bank: Bank, pad_id: int = 0):
+  """The hard selection as token ids [B, k * L] (transcripts; unfilled slots are pad)."""
+  ids_BJL = jnp.take_along_axis(bank.ids_BCL, sel.index_BJ[..., None], axis=1)
+  len_BJ = jnp.take_along_axis(bank.len_BC, sel.index_BJ, axis=1)
+  keep = (jnp.arange(ids_BJL.shape[2])[None, None] < len_BJ[..., None]) & sel.valid_BJ[..., None]
+  ids_BJL = jnp.where(keep, ids_BJL, pad_id)
+  return ids_BJL.reshape(ids_BJL.shape[0], -1)
+
+
+def ingest_prefix(lobe_cfg: lobes.LobeConfig, lobe_params, cache, prefix_BTD, pos_B, active_B):
+  """Appends the memory prefix to a lobe's KV cache before a turn (slnjax.decode.ingest)."""
+  return decode.ingest(lobe_cfg, lobe_params, cache, prefix_BTD, pos_B, active_B)

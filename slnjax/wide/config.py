@@ -1,0 +1,70 @@
+"""Configuration of a wide SLN (ablation rows E and G).
+
+The LM that is lobotomised is a ``LobeConfig`` (``lm``); ``WideConfig`` says how many of its
+blocks encode (``k_in``) and decode (``k_out``), how the inner loop runs, and the shape of the
+two expert lobes. ``route`` is how the main gate's categorical choice (left / right / output)
+is passed on, with the names of ``slnjax.soft_tokens``:
+
+  soft              weights softmax(logits / tau); choice = argmax (PonderNet-style expected loss)
+  gumbel            weights softmax((logits + g) / tau); choice = argmax(logits + g)
+  straight_through  one-hot of the sampled choice forward, softmax(logits / tau) gradient
+  gumbel_st         one-hot of argmax(logits + g) forward, Gumbel-softmax gradient
+  hard              sampled choice, no pathwise gradient (REINFORCE / PPO on its log-prob)
+  greedy            argmax, no gradient (evaluation)
+
+In ``soft`` and ``gumbel`` every example runs all ``max_iters`` iterations (the halting weights
+only weight the per-iteration answer losses); in the other modes an example halts (is frozen)
+at the first iteration whose choice is "output", as in the ``lax.while_loop`` driver.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+ROUTES = ("soft", "gumbel", "straight_through", "gumbel_st", "hard", "greedy")
+RELAXED = ("soft", "gumbel")  # the forward pass is a mixture: no per-example halting
+HARD_OF = {"soft": "greedy", "gumbel": "hard", "straight_through": "hard", "gumbel_st": "hard",
+           "hard": "hard", "greedy": "greedy"}  # the choices the while_loop driver makes
+
+
+@dataclasses.dataclass(frozen=True)
+class WideConfig:
+  k_in: int = 1  # encoder: the LM's first k_in blocks
+  k_out: int = 1  # decoder: the LM's last k_out blocks (then final norm + LM head)
+  max_iters: int = 4  # N: lobe invocations at most; the gate's (N+1)-th call is "output"
+  write_len: int = 1  # W: context slots a lobe call appends
+  n_experts: int = 4
+  top_k: int = 1  # experts per slot (Switch: 1)
+  d_expert: int | None = None  # expert MLP width; None: the LM's d_ff
+  gate_hidden: int | None = None  # main gate MLP width; None: the LM's d_model
+  route: str = "gumbel_st"  # see the module docstring
+  temperature: float = 1.0  # sampling temperature of the gate's choices
+  lateralized: bool = False  # G: the right lobe only scores; the gate reads the score
+  bptt_depth: int | None = None  # None: full; k: the last k iterations before halting
+  answer_len: int = 8  # tokens the output lobe decodes in `rollout`
+
+  def __post_init__(self):
+    if self.route not in ROUTES:
+      raise ValueError(f"WideConfig.route={self.route!r}; expected one of {ROUTES}.")
+    for name in ("k_in", "k_out", "max_iters", "write_len", "n_experts", "top_k", "answer_len"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"WideConfig.{name}={getattr(self, name)} must be >= 1.")
+    if self.top_k > self.n_experts:
+      raise ValueError(f"WideConfig.top_k={self.top_k} exceeds n_experts={self.n_experts}.")
+    if self.bptt_depth is not None and self.bptt_depth < 1:
+      raise ValueError(f"WideConfig.bptt_depth={self.bptt_depth}: use None (full) or k >= 1.")
+
+  @property
+  def relaxed(self) -> bool:
+    return self.route in RELAXED
+
+  def replace(self, **kw) -> "WideConfig":
+    return dataclasses.replace(self, **kw)
+
+  @classmethod
+  def from_dict(cls, d) -> "WideConfig":
+    d = dict(d)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"Unknown wide config keys {unknown}; valid keys: {sorted(names)}.")
+    return cls(**d)

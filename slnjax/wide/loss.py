@@ -1,0 +1,149 @@
+"""Losses of a wide SLN, from an ``unroll`` (a pure function; the objective wraps it).
+
+Halting distribution (PonderNet): with halting weight h_t at gate call t (t < N) and
+h_N = 1 (the last call outputs by force),
+
+    q_n = h_n * prod_{j<n} (1 - h_j),   n = 0..N,   sum_n q_n = 1.
+
+In the soft / Gumbel routes q is a distribution and the answer loss is its expectation
+sum_n q_n CE_n (differentiable in the gate); in the straight-through routes q is one-hot
+forward (the halting step) with the relaxed gradient; in the ``hard`` route (policy gradient)
+q is the one-hot of the sampled halting step and carries no gradient: the gate learns from
+REINFORCE or PPO on the log-probs of its choices with the task reward instead.
+
+Options: ``ponder_kl`` beta * KL(q || truncated Geometric(lambda_p)) (PonderNet's prior on the
+number of iterations); ``compute_cost`` c * E_q[n] (pathwise) or - c * n in the reward;
+``balance`` coefficient of the Switch load-balancing loss of each lobe's router; ``critic``
+BCE of a lateralized right lobe's score against whether the answer decoded from the
+context it judged is right.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from slnjax.wide.gate import LEFT, RIGHT
+from slnjax.wide.loop import WideOut
+from slnjax.wide.moe import load_balance_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class WideLossConfig:
+  ponder_kl: float = 0.0  # beta: weight of KL(q || geometric prior)
+  prior_lambda: float = 0.3  # lambda_p: the prior's halting probability per call
+  compute_cost: float = 0.0  # cost per lobe call
+  balance: float = 0.01  # load-balancing coefficient
+  critic: float = 1.0  # lateralized: weight of the right lobe's BCE
+  pg: str = "reinforce"  # hard route: "reinforce" | "ppo"
+  reward: str = "correct"  # hard route: "correct" (1/0, teacher-forced argmax) | "neg_ce"
+  clip_eps: float = 0.2  # PPO
+  entropy: float = 0.0  # bonus on the gate's choice entropy (hard route)
+
+  def __post_init__(self):
+    if self.pg not in ("reinforce", "ppo"):
+      raise ValueError(f"pg={self.pg!r}; expected 'reinforce' or 'ppo'.")
+    if self.reward not in ("correct", "neg_ce"):
+      raise ValueError(f"reward={self.reward!r}; expected 'correct' or 'neg_ce'.")
+    if not 0 < self.prior_lambda < 1:
+      raise ValueError(f"prior_lambda={self.prior_lambda} must lie in (0, 1).")
+
+
+def halting_distribution(halt_w_NB):
+  """q [N+1, B] from halting weights [N, B] (the last call halts by force)."""
+  h_nB = jnp.concatenate([halt_w_NB, jnp.ones_like(halt_w_NB[:1])], axis=0)
+  surv_nB = jnp.cumprod(jnp.concatenate([jnp.ones_like(h_nB[:1]), 1 - h_nB[:-1]], 0), axis=0)
+  return h_nB * surv_nB
+
+
+def geometric_prior(n_iters: int, lam: float):
+  """Truncated geometric over n = 0..N: lam (1-lam)^n, the tail mass at N [N+1]."""
+  n = jnp.arange(n_iters + 1)
+  p = lam * (1 - lam) ** n
+  return p.at[-1].set((1 - lam) ** n_iters)
+
+
+def ponder_kl(q_nB, prior_n):
+  q = jnp.clip(q_nB, 1e-12, 1.0)
+  return jnp.sum(jnp.where(q_nB > 0, q * (jnp.log(q) - jnp.log(prior_n[:, None])), 0.0), 0)
+
+
+def balance_losses(out: WideOut, q_nB):
+  """Load-balancing loss of each lobe, over the lobe calls that were (or would be) made."""
+  N, B = out.halt_w_NB.shape
+  surv_NB = jax.lax.stop_gradient(1.0 - jnp.cumsum(q_nB, axis=0)[:N] + q_nB[:N])
+  res = {}
+  for name, i, probs, idx in (("left", LEFT, out.probs_left_NBWX, out.index_left_NBWk),
+                              ("right", RIGHT, out.probs_right_NBWX, out.index_right_NBWk)):
+    w_NB = surv_NB * (1.0 - jax.lax.stop_gradient(out.halt_w_NB)) * out.lobe_w_NB2[..., i]
+    W = probs.shape[2]
+    w_T = jnp.repeat(w_NB.reshape(-1), W)
+    res[name] = load_balance_loss(probs.reshape(N * B * W, -1),
+                                  idx.reshape(N * B * W, idx.shape[-1]), w_T)
+  return res
+
+
+def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool = False,
+              old_logp_NB=None, valid_B=None):
+  """Scalar loss and metrics. `old_logp_NB`: behaviour log-probs (PPO, hard route)."""
+  N, B = out.halt_w_NB.shape
+  valid_B = jnp.ones((B,), jnp.float32) if valid_B is None else valid_B.astype(jnp.float32)
+  nval = jnp.maximum(valid_B.sum(), 1.0)
+  mean = lambda x_B: jnp.sum(x_B * valid_B) / nval
+  ntok_B = jnp.maximum(out.ntok_B, 1).astype(jnp.float32)
+  n_idx = jnp.arange(N + 1, dtype=jnp.float32)[:, None]
+  t_star = out.iters_B
+  hard_q_nB = jax.nn.one_hot(t_star, N + 1, axis=0, dtype=out.ce_nB.dtype)
+  metrics = {}
+  if route == "hard":
+    q_nB = hard_q_nB
+    task_B = jnp.sum(q_nB * out.ce_nB, 0) / ntok_B
+    correct_B = jnp.sum(q_nB * out.correct_nB, 0)
+    r_B = correct_B if cfg.reward == "correct" else -task_B
+    r_B = jax.lax.stop_gradient(r_B - cfg.compute_cost * t_star)
+    adv_B = r_B - mean(r_B)
+    run_NB = out.running_NB.astype(jnp.float32)
+    if cfg.pg == "reinforce":
+      pg_B = -adv_B * jnp.sum(run_NB * out.logp_NB, 0)
+    else:
+      if old_logp_NB is None:
+        raise ValueError("pg='ppo' needs the behaviour log-probs (old_logp_NB) of a rollout.")
+      ratio_NB = jnp.exp(out.logp_NB - old_logp_NB)
+      clipped = jnp.clip(ratio_NB, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
+      pg_B = -jnp.sum(run_NB * jnp.minimum(ratio_NB * adv_B, clipped * adv_B), 0)
+      metrics["ppo_clip_frac"] = mean(jnp.sum(run_NB * (jnp.abs(ratio_NB - 1) > cfg.clip_eps), 0)
+                                      / jnp.maximum(run_NB.sum(0), 1))
+    ent_NB = -jnp.sum(out.probs_NB3 * jnp.log(jnp.clip(out.probs_NB3, 1e-12)), -1)
+    loss_B = task_B + pg_B - cfg.entropy * jnp.sum(run_NB * ent_NB, 0)
+    metrics["reward"] = mean(r_B)
+    compute_B = t_star.astype(jnp.float32)
+  else:
+    q_nB = halting_distribution(out.halt_w_NB)
+    task_B = jnp.sum(q_nB * out.ce_nB, 0) / ntok_B
+    correct_B = jnp.sum(jax.lax.stop_gradient(q_nB) * out.correct_nB, 0)
+    compute_B = jnp.sum(q_nB * n_idx, 0)
+    loss_B = task_B + cfg.compute_cost * compute_B
+    if cfg.ponder_kl:
+      kl_B = ponder_kl(q_nB, geometric_prior(N, cfg.prior_lambda))
+      loss_B = loss_B + cfg.ponder_kl * kl_B
+      metrics["ponder_kl"] = mean(kl_B)
+  loss = mean(loss_B)
+  bal = balance_losses(out, jax.lax.stop_gradient(q_nB))
+  if cfg.balance:
+    loss = loss + cfg.balance * (bal["left"] + (0.0 if lateralized else bal["right"]))
+  if lateralized and cfg.critic:
+    # The right lobe judged the context of call t; its target: that context's answer is right.
+    y_NB = jax.lax.stop_gradient(out.correct_nB[:N].astype(out.score_logit_NB.dtype))
+    bce_NB = (jnp.logaddexp(0.0, out.score_logit_NB) - y_NB * out.score_logit_NB)
+    run_NB = out.running_NB.astype(bce_NB.dtype)
+    bce_B = jnp.sum(run_NB * bce_NB, 0) / jnp.maximum(run_NB.sum(0), 1)
+    loss = loss + cfg.critic * mean(bce_B)
+    metrics["critic_bce"] = mean(bce_B)
+  metrics.update({
+      "loss": loss, "answer_ce": mean(task_B), "accuracy": mean(correct_B),
+      "iters_hard": mean(t_star.astype(jnp.float32)), "iters_expected": mean(compute_B),
+      "balance_left": bal["left"], "balance_right": bal["right"],
+      "accuracy_if_max_iters": mean(out.correct_nB[-1].astype(jnp.float32)),
+  })
+  return loss, metrics
