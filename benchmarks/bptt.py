@@ -1,0 +1,137 @@
+"""Comparison 1 (soft-token BPTT, both sides) and comparison 4 (slnjax memory growth).
+
+slnjax: `loop.unroll` in soft mode (tau = 0.001), loss = sum of log p(target) over the last
+turn, jax.value_and_grad to every parameter; memory from the compiled executable
+(arguments + outputs + temporaries), time per step after compile. The peer runs
+peers.soft_bptt_step: the same computation with transformers' KV cache; peak RSS increase.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import harness, peers
+from slnjax import lobes, sln
+from slnjax.loop import LoopConfig
+
+TAU = 0.001
+PROMPT = 64
+TURN = 32
+
+
+def inputs(cfg, batch=1, prompt=PROMPT, turn=TURN, seed=1):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(0, cfg.vocab_size, (batch, prompt)).astype(np.int32)
+  target = rng.integers(0, cfg.vocab_size, (batch, turn)).astype(np.int32)
+  return ids, np.full((batch,), prompt, np.int32), target
+
+
+def build(cfg, n_tokens, depth=None, impl="appendonly", turn=TURN, critic=None, tau=TAU):
+  """(model, params, jitted value_and_grad step(params, ids, plen, target))."""
+  if n_tokens % turn:
+    raise ValueError(f"n_tokens={n_tokens} must be a multiple of the turn length {turn}.")
+  loop_cfg = LoopConfig(turn_len=turn, max_turns=n_tokens // turn, mode="soft", threshold=None,
+                        bptt_impl=impl, bptt_depth=depth)
+  model = sln.build("lateralized" if critic else "single", cfg, critic, loop_cfg)
+  params = sln.init(model, jax.random.key(0))
+
+  def loss(p, ids, plen, target):
+    d = sln.unroll(model, p, ids, plen, jax.random.key(3), tau, target)
+    return d.left_logp_target_NBM[-1].sum()
+  return model, params, jax.jit(jax.value_and_grad(loss))
+
+
+def compile_step(cfg, n_tokens, depth=None, impl="appendonly", turn=TURN, critic=None,
+                 tau=TAU, params=None):
+  model, params0, step = build(cfg, n_tokens, depth, impl, turn, critic, tau)
+  args = (params0 if params is None else params,) + inputs(cfg, turn=turn)
+  t0 = time.perf_counter()
+  compiled = step.lower(*args).compile()
+  return compiled, args, time.perf_counter() - t0, lobes.param_count(args[0])
+
+
+def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=TAU,
+             params=None):
+  """One row: slnjax (and the peer model, if given), reps interleaved. params: the slnjax
+  parameters (default: random)."""
+  compiled, args, t_compile, n_params = compile_step(cfg, n_tokens, depth, turn=turn,
+                                                     critic=critic, tau=tau, params=params)
+  row = {"n_tokens": n_tokens, "depth": depth, "turn_len": turn, "prompt": PROMPT,
+         "lateralized": critic is not None, "params": n_params}
+  sl = {"compile_s": t_compile, **harness.compiled_memory(compiled), "times_s": [],
+        "rss_increase_bytes": []}
+  run_sl = lambda: jax.block_until_ready(compiled(*args))
+  loss_sl = float(run_sl()[0])  # warm-up
+  pt = None
+  if peer is not None:
+    import torch
+    ids, _, target = args[1:]
+    ids_t, target_t = peers.as_torch(ids), peers.as_torch(target)
+    run_pt = lambda: peers.soft_bptt_step(peer, ids_t, target_t, n_tokens, turn, tau, depth)
+    pt = {"loss": run_pt(), "times_s": [], "rss_increase_bytes": [],
+          "grad_bytes": peers.grad_bytes(peer)}
+  for _ in range(reps):  # interleaved, so that a change of machine load hits both sides
+    t0 = time.perf_counter()
+    _, inc = harness.peak_increase(run_sl)
+    sl["times_s"].append(time.perf_counter() - t0)
+    sl["rss_increase_bytes"].append(inc)
+    if pt is not None:
+      t0 = time.perf_counter()
+      _, inc = harness.peak_increase(run_pt)
+      pt["times_s"].append(time.perf_counter() - t0)
+      pt["rss_increase_bytes"].append(inc)
+      peer.zero_grad(set_to_none=True)
+  sl.update(harness.summary(sl["times_s"]), loss=loss_sl)
+  row["slnjax"] = sl
+  if pt is not None:
+    pt.update(harness.summary(pt["times_s"]))
+    pt["peak_increase_bytes"] = max(pt["rss_increase_bytes"])
+    pt["activation_bytes"] = pt["peak_increase_bytes"] - pt["grad_bytes"]
+    row["torch"] = pt
+  del compiled
+  return row
+
+
+def main(quick: bool, cfg=None) -> dict:
+  """Comparison 1: both sides at 32 / 128 / 256 soft tokens, full BPTT and k = 1, 2, 4."""
+  harness.configure_torch()
+  cfg = cfg or lobes.pythia_70m()
+  peer = peers.build(cfg)
+  reps = 2 if quick else 3
+  cases = [(32, None)] if quick else [(32, None), (128, None), (128, 1), (128, 2),
+                                      (256, None), (256, 1), (256, 2), (256, 4)]
+  rows = []
+  load0 = harness.load()
+  for n, k in cases:
+    rows.append(run_case(cfg, n, k, reps, peer=peer))
+    _log(rows[-1])
+  critic = cfg.replace(score_head=True, lm_head=False)
+  for n in ([32] if quick else [32, 128]):
+    rows.append(run_case(cfg, n, None, reps, critic=critic))
+    _log(rows[-1])
+  return {"rows": rows, "load_before": load0, "load_after": harness.load(), "tau": TAU}
+
+
+def memory_growth(quick: bool, cfg=None) -> dict:
+  """Comparison 4: compiled memory of full BPTT vs generated tokens, per reverse scheme."""
+  cfg = cfg or lobes.pythia_70m()
+  sizes = [32, 256] if quick else [32, 64, 128, 256]
+  rows = []
+  for impl in ("appendonly", "scan", "scan_remat"):
+    for n in sizes:
+      compiled, _, t_compile, _ = compile_step(cfg, n, None, impl)
+      rows.append({"impl": impl, "n_tokens": n, "compile_s": t_compile,
+                   **harness.compiled_memory(compiled)})
+      del compiled
+      _log(rows[-1])
+  return {"rows": rows}
+
+
+def _log(row):
+  import sys
+  print({k: v for k, v in row.items() if not isinstance(v, dict)},
+        {k: {kk: vv for kk, vv in v.items() if kk in ("min_s", "temp_bytes", "peak_increase_bytes")}
+         for k, v in row.items() if isinstance(v, dict)}, file=sys.stderr, flush=True)

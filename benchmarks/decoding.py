@@ -1,0 +1,86 @@
+"""Comparison 2: dialogue decoding (the while_loop driver) against transformers' generate.
+
+slnjax: `sln.rollout` of a single lobe in greedy mode, 128 new tokens as 4 turns of 32 (and
+1 turn of 128), after a 64-token prompt. The peer: `generate(greedy, max_new_tokens=128)`.
+New tokens per second, prefill included on both sides.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from benchmarks import harness, peers
+from slnjax import lobes, sln
+from slnjax.loop import LoopConfig
+
+PROMPT = 64
+NEW = 128
+
+
+def prompt_ids(cfg, batch, prompt=PROMPT):
+  return np.random.default_rng(batch).integers(0, cfg.vocab_size, (batch, prompt)).astype(
+      np.int32)
+
+
+def build(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None):
+  model = sln.build("single", cfg, None, LoopConfig(turn_len=turn_len, max_turns=max_turns,
+                                                    mode="greedy", threshold=None))
+  params = sln.init(model, jax.random.key(0)) if params is None else params
+  ids = prompt_ids(cfg, batch, prompt)
+  plen = np.full((batch,), prompt, np.int32)
+  fn = jax.jit(lambda p, i, l: sln.rollout(model, p, i, l, jax.random.key(0)).left_ids_NBM)
+  t0 = time.perf_counter()
+  compiled = fn.lower(params, ids, plen).compile()
+  return compiled, (params, ids, plen), time.perf_counter() - t0
+
+
+def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params=None):
+  """shapes: [(turn_len, max_turns)] with turn_len * max_turns = new. params: slnjax's
+  (default random); when they are the peer's weights, row["same_tokens"] says whether both
+  sides wrote the same greedy tokens."""
+  row = {"batch": batch, "new_tokens": new, "prompt": prompt}
+  runs = {}
+  for m, n in shapes:
+    if m * n != new:
+      raise ValueError(f"{n} turns of {m} tokens is not {new} new tokens.")
+    compiled, args, t_compile = build(cfg, batch, m, n, prompt, params)
+    runs[f"slnjax_{n}x{m}"] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+                               {"compile_s": t_compile})
+  if peer is not None:
+    ids_t = peers.as_torch(prompt_ids(cfg, batch, prompt))
+    runs["torch_generate"] = (lambda: peers.generate(peer, ids_t, new), {})
+  outs = {name: fn() for name, (fn, _) in runs.items()}  # warm-up
+  if peer is not None and params is not None:
+    theirs = outs["torch_generate"].numpy()
+    row["same_tokens"] = all(
+        np.array_equal(np.concatenate(list(np.asarray(o)), axis=1), theirs)
+        for k, o in outs.items() if k.startswith("slnjax"))
+  for name, (fn, info) in runs.items():
+    info["times_s"] = []
+  for _ in range(reps):  # interleaved
+    for name, (fn, info) in runs.items():
+      t0 = time.perf_counter()
+      fn()
+      info["times_s"].append(time.perf_counter() - t0)
+  for name, (fn, info) in runs.items():
+    info.update(harness.summary(info["times_s"]))
+    info["tokens_per_s"] = batch * new / info["min_s"]
+    row[name] = info
+  return row
+
+
+def main(quick: bool, cfg=None) -> dict:
+  harness.configure_torch()
+  cfg = cfg or lobes.pythia_70m()
+  peer = peers.build(cfg)
+  shapes = [(32, 4)] if quick else [(32, 4), (128, 1)]
+  load0 = harness.load()
+  rows = []
+  for batch in (1, 8):
+    rows.append(run_case(cfg, batch, shapes, 3, peer=peer))
+    import sys
+    print({k: (v["tokens_per_s"] if isinstance(v, dict) else v) for k, v in rows[-1].items()},
+          file=sys.stderr, flush=True)
+  return {"rows": rows, "load_before": load0, "load_after": harness.load()}

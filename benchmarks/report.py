@@ -1,0 +1,175 @@
+"""Goals and the markdown report (benchmarks/RESULTS.md) from the results dict."""
+from __future__ import annotations
+
+import os
+
+MiB = 2**20
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _bptt_row(res, n=32, depth=None, lateralized=False):
+  for r in res.get("comparisons", {}).get("bptt", {}).get("rows", []):
+    if (r["n_tokens"], r["depth"], r["lateralized"]) == (n, depth, lateralized):
+      return r
+  return None
+
+
+def _goal(gid, text, target, value, met, detail=""):
+  return {"id": gid, "goal": text, "target": target, "value": value, "met": met,
+          "detail": detail}
+
+
+def goals(res) -> list[dict]:
+  out = []
+  r = _bptt_row(res)
+  if r and "torch" in r:
+    sl, pt = r["slnjax"], r["torch"]
+    speed = pt["min_s"] / sl["min_s"]
+    out.append(_goal("bptt_speed", "soft-token BPTT at 32 tokens: >= 2x faster than torch",
+                     ">= 2.0x", round(speed, 2), speed >= 2.0,
+                     f"slnjax {sl['min_s']:.2f} s vs torch {pt['min_s']:.2f} s (min of reps)"))
+    act = sl["temp_bytes"] / max(pt["activation_bytes"], 1)
+    tot = (sl["temp_bytes"] + sl["output_bytes"]) / max(pt["peak_increase_bytes"], 1)
+    out.append(_goal(
+        "bptt_memory", "soft-token BPTT at 32 tokens: <= half of torch's activation memory",
+        "<= 0.5x", round(act, 2), act <= 0.5,
+        f"slnjax temporaries {sl['temp_bytes'] / MiB:.0f} MiB vs torch peak RSS increase less "
+        f"its gradient buffers {pt['activation_bytes'] / MiB:.0f} MiB; counting gradients on "
+        f"both sides: slnjax outputs + temporaries {(sl['temp_bytes'] + sl['output_bytes']) / MiB:.0f}"
+        f" MiB vs torch peak RSS increase {pt['peak_increase_bytes'] / MiB:.0f} MiB ({tot:.2f}x)"))
+  mem = {(m["impl"], m["n_tokens"]): m for m in
+         res.get("comparisons", {}).get("memory", {}).get("rows", [])}
+  if ("appendonly", 32) in mem and ("appendonly", 256) in mem:
+    a, b = mem[("appendonly", 32)]["temp_bytes"], mem[("appendonly", 256)]["temp_bytes"]
+    g = b / a
+    out.append(_goal("memory_growth", "full-BPTT temporaries, 32 -> 256 tokens: <= 1.5x",
+                     "<= 1.5x", round(g, 2), g <= 1.5,
+                     f"appendonly temporaries {a / MiB:.1f} -> {b / MiB:.1f} MiB"))
+  for row in res.get("comparisons", {}).get("decoding", {}).get("rows", []):
+    best = max((v["tokens_per_s"], k) for k, v in row.items()
+               if isinstance(v, dict) and k.startswith("slnjax"))
+    if "torch_generate" in row:
+      ratio = best[0] / row["torch_generate"]["tokens_per_s"]
+      out.append(_goal(f"decode_b{row['batch']}",
+                       f"decoding, batch {row['batch']}: >= 2x the new tokens/s of generate",
+                       ">= 2.0x", round(ratio, 2), ratio >= 2.0,
+                       f"slnjax ({best[1]}) {best[0]:.1f} tok/s vs generate "
+                       f"{row['torch_generate']['tokens_per_s']:.1f} tok/s"))
+  for row in res.get("comparisons", {}).get("adaptive", {}).get("rows", []):
+    r1 = row["ratio_approve_vs_single_turn"]
+    out.append(_goal("early_halt", "a batch approved after turn 1 costs <= 1.3x a single turn",
+                     "<= 1.3x", round(r1, 2), r1 <= 1.3,
+                     f"approved {row['approve_after_turn_1']['min_s']:.2f} s (mean turns "
+                     f"{row['approve_after_turn_1']['mean_turns']:.2f}) vs single turn "
+                     f"{row['single_turn']['min_s']:.2f} s vs IDL limit "
+                     f"{row['idl_limit']['min_s']:.2f} s"))
+  return out
+
+
+def _mib(b):
+  return f"{b / MiB:.1f}"
+
+
+def _t(d):
+  return f"{d['min_s']:.2f} / {d['median_s']:.2f}"
+
+
+def markdown(res) -> str:
+  m = res["machine"]
+  v = m["versions"]
+  L = [f"# Benchmarks: slnjax vs PyTorch + transformers{' (quick run)' if res['quick'] else ''}",
+       "",
+       f"- Command: `{res['command']}` (total {res['wall_s'] / 60:.1f} min)",
+       f"- Date: {res['date']}",
+       f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM; {m['platform']}",
+       f"- Versions: Python {m['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax "
+       f"{v['flax']}, numpy {v['numpy']}, torch {v['torch']}, transformers {v['transformers']}",
+       f"- Threads: {m['threads_per_side']} per side (XLA_FLAGS=\"{m['xla_flags']}\", "
+       "torch.set_num_threads(2)); fp32; random weights; Pythia-70M-shaped lobes "
+       "(`slnjax.lobes.pythia_70m()`, 70.4 M params) and GPTNeoXForCausalLM of the same shape.",
+       f"- Load average (1/5/15 min) at start {res['load_at_start']}, at end "
+       f"{res['load_at_end']}. The machine is shared: other jobs running at the same time "
+       "slow both sides; repetitions of the two sides are interleaved so that a change of load "
+       "hits both. Times are min / median of the repetitions, in seconds.",
+       "", "## Goals", "", "| goal | target | measured | met | detail |", "|---|---|---|---|---|"]
+  for g in res["goals"]:
+    met = "yes" if g["met"] else "**no**"
+    L.append(f"| {g['goal']} | {g['target']} | {g['value']}x | {met} | {g['detail']} |")
+  C = res["comparisons"]
+  if "bptt" in C and "rows" in C["bptt"]:
+    L += ["", "## 1. Soft-token BPTT (batch 1, prompt 64, tau = 0.001, turns of 32)", "",
+          "slnjax: `loop.unroll` (bptt_impl appendonly) + `jax.value_and_grad`; memory from "
+          "`jax.jit(f).lower(...).compile().memory_analysis()`. torch: transformers KV cache, "
+          "soft tokens fed back via `inputs_embeds = softmax(logits/tau) @ E`; truncated rows "
+          "run the turns before the window without autograd. Loss: sum of log p(target) over "
+          "the last turn; gradient to every parameter.", "",
+          "| tokens | BPTT depth | slnjax time | slnjax MiB args / outputs / temps | torch time "
+          "| torch peak RSS increase MiB (of which grads) | speed-up | compile s |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in C["bptt"]["rows"]:
+      sl = r["slnjax"]
+      depth = "full" if r["depth"] is None else f"k={r['depth']}"
+      name = f"{r['n_tokens']}{' (lateralized)' if r['lateralized'] else ''}"
+      mem = f"{_mib(sl['argument_bytes'])} / {_mib(sl['output_bytes'])} / {_mib(sl['temp_bytes'])}"
+      if "torch" in r:
+        pt = r["torch"]
+        tt = _t(pt)
+        tm = f"{_mib(pt['peak_increase_bytes'])} ({_mib(pt['grad_bytes'])})"
+        sp = f"{pt['min_s'] / sl['min_s']:.2f}x"
+      else:
+        tt = tm = sp = "-"
+      L.append(f"| {name} | {depth} | {_t(sl)} | {mem} | {tt} | {tm} | {sp} | "
+               f"{sl['compile_s']:.0f} |")
+    L.append(f"\nLoad average before/after: {C['bptt']['load_before']} / "
+             f"{C['bptt']['load_after']}; wall {C['bptt']['wall_s']:.0f} s.")
+  if "decoding" in C and "rows" in C["decoding"]:
+    L += ["", "## 2. Dialogue decoding (greedy, 64-token prompt, 128 new tokens)", "",
+          "slnjax: `sln.rollout` (lax.while_loop driver), single lobe, as turns x tokens; "
+          "torch: `model.generate(do_sample=False, max_new_tokens=128)`. New tokens per second "
+          "(batch x 128 / min wall time, prefill included).", "",
+          "| batch | runner | time | new tokens/s | vs generate |", "|---|---|---|---|---|"]
+    for row in C["decoding"]["rows"]:
+      ref = row.get("torch_generate", {}).get("tokens_per_s")
+      for k, d in row.items():
+        if isinstance(d, dict):
+          rel = f"{d['tokens_per_s'] / ref:.2f}x" if ref else "-"
+          L.append(f"| {row['batch']} | {k} | {_t(d)} | {d['tokens_per_s']:.1f} | {rel} |")
+    L.append(f"\nLoad average before/after: {C['decoding']['load_before']} / "
+             f"{C['decoding']['load_after']}; wall {C['decoding']['wall_s']:.0f} s.")
+  if "adaptive" in C and "rows" in C["adaptive"]:
+    L += ["", "## 3. Adaptive compute (lateralized, greedy turns of 32, prompt 64)", "",
+          "Critic = a second Pythia-shaped lobe with a score head. `approve_after_turn_1`: its "
+          "score bias set to +20 (every score ~ 1), threshold 0.5; `idl_limit`: threshold None, "
+          "4 turns; `single_turn`: max_turns 1. `sln.rollout` (stops when every example halted).",
+          "", "| batch | variant | max turns | mean turns | time |", "|---|---|---|---|---|"]
+    for row in C["adaptive"]["rows"]:
+      for k in ("approve_after_turn_1", "idl_limit", "single_turn"):
+        d = row[k]
+        L.append(f"| {row['batch']} | {k} | {d['max_turns']} | {d['mean_turns']:.2f} | "
+                 f"{_t(d)} |")
+      L.append(f"\nRatios: approved / IDL limit = {row['ratio_approve_vs_limit']:.2f}, "
+               f"approved / single turn = {row['ratio_approve_vs_single_turn']:.2f}.")
+    L.append(f"Load average before/after: {C['adaptive']['load_before']} / "
+             f"{C['adaptive']['load_after']}; wall {C['adaptive']['wall_s']:.0f} s.")
+  if "memory" in C and "rows" in C["memory"]:
+    rows = C["memory"]["rows"]
+    sizes = sorted({r["n_tokens"] for r in rows})
+    L += ["", "## 4. Memory growth of full BPTT (compiled temporaries, MiB)", "",
+          "Same step as section 1 at batch 1 (arguments 268.7 MiB of parameters; outputs the "
+          "loss and the gradient). `scan`: plain autodiff of the decode scan; `scan_remat`: with "
+          "a rematerialised body; `appendonly`: the bounded-memory reverse pass.", "",
+          "| bptt_impl | " + " | ".join(f"{n} tokens" for n in sizes) + f" | {sizes[-1]}/{sizes[0]} |",
+          "|---|" + "---|" * (len(sizes) + 1)]
+    for impl in ("appendonly", "scan", "scan_remat"):
+      by = {r["n_tokens"]: r["temp_bytes"] for r in rows if r["impl"] == impl}
+      if by:
+        L.append(f"| {impl} | " + " | ".join(_mib(by[n]) if n in by else "-" for n in sizes)
+                 + f" | {by[sizes[-1]] / by[sizes[0]]:.2f}x |")
+  errors = {k: r["error"] for k, r in C.items() if "error" in r}
+  if errors:
+    L += ["", "## Errors", ""] + [f"- {k}: {e}" for k, e in errors.items()]
+  analysis = os.path.join(HERE, "ANALYSIS.md")
+  if os.path.exists(analysis):
+    with open(analysis) as f:
+      L += ["", f.read().rstrip()]
+  return "\n".join(L) + "\n"

@@ -1,0 +1,54 @@
+"""Smoke test of the benchmark harness (benchmarks/) on a tiny GPT-NeoX shape, both sides.
+
+With the same weights on both sides, the peer's soft-token BPTT loss equals slnjax's and
+`generate` writes the same greedy tokens as `sln.rollout`: the two sides compute the same
+thing. Then the goals and the report are computed from the rows.
+"""
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+from benchmarks import adaptive, bptt, decoding, harness, report  # noqa: E402
+from slnjax import lobes  # noqa: E402
+from slnjax.lobes import convert  # noqa: E402
+
+CFG = lobes.tiny("neox")
+
+
+def _peer(params, path):
+  convert.save_hf(str(path), CFG, params)
+  return transformers.GPTNeoXForCausalLM.from_pretrained(str(path)).float().eval()
+
+
+def test_harness_both_sides_agree_and_report_renders(tmp_path):
+  harness.configure_torch()
+  _, params, _ = bptt.build(CFG, 4, turn=4)
+  peer = _peer(params["left"], tmp_path / "hf")
+
+  row = bptt.run_case(CFG, 4, None, 1, turn=4, peer=peer, params=params)
+  assert row["torch"]["loss"] == pytest.approx(row["slnjax"]["loss"], rel=1e-5)
+  assert row["slnjax"]["temp_bytes"] > 0 and row["torch"]["peak_increase_bytes"] >= 0
+
+  dec = decoding.run_case(CFG, 2, [(4, 2)], 1, peer=peer, new=8, prompt=8, params=params)
+  assert dec["same_tokens"]
+  assert dec["slnjax_2x4"]["tokens_per_s"] > 0 and dec["torch_generate"]["tokens_per_s"] > 0
+
+  ada = adaptive.run(CFG, 2, 1, max_turns=3, turn=4, prompt=8)
+  assert ada["approve_after_turn_1"]["mean_turns"] == 1.0
+  assert ada["idl_limit"]["mean_turns"] == 3.0 and ada["single_turn"]["mean_turns"] == 1.0
+
+  mem = [{"impl": "appendonly", "n_tokens": n, **{k: row["slnjax"][k] for k in (
+      "temp_bytes", "argument_bytes", "output_bytes")}} for n in (32, 256)]
+  side = {"load_before": harness.load(), "load_after": harness.load(), "wall_s": 1.0}
+  res = {"date": "today", "command": "test", "quick": True, "machine": harness.machine(),
+         "load_at_start": harness.load(), "load_at_end": harness.load(), "wall_s": 1.0,
+         "comparisons": {"bptt": {"rows": [{**row, "n_tokens": 32}], **side},
+                         "decoding": {"rows": [dec], **side},
+                         "adaptive": {"rows": [ada], **side}, "memory": {"rows": mem}}}
+  res["goals"] = report.goals(res)
+  assert {g["id"] for g in res["goals"]} == {"bptt_speed", "bptt_memory", "memory_growth",
+                                             "decode_b2", "early_halt"}
+  md = report.markdown(res)
+  assert "## 1. Soft-token BPTT" in md and "## 4. Memory growth" in md and "torch_generate" in md
