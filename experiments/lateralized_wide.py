@@ -7,8 +7,9 @@ learned score embedding per slot). The score is trained as a critic: BCE against
 answer decoded from the context it judged is right (WideLossConfig.critic).
 
 Argument: as for experiments/wide.py ("smoke", route=..., steps=..., seed=..., max_iters=...).
-CPU run time (2 cores): about 10-20 minutes at the default 800 steps. Result: see
-docs/wide_and_memory.md.
+Not measured yet: no full-length run has been timed or evaluated (an estimate, not a
+measurement: 10-20 minutes on 2 cores at the default 800 steps). docs/wide_and_memory.md
+lists what the run reports.
 """
 import importlib.util
 import os

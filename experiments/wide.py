@@ -10,8 +10,9 @@ accuracy, iterations used and expert usage per difficulty (= digits of the longe
 
 Argument (after the colon): "smoke" (a seconds-long run for tests) and/or key=value pairs
 among route, steps, seed, max_iters (e.g. experiments/wide.py:route=hard,steps=300).
-CPU run time (2 cores): about 10-20 minutes at the default 800 steps. Result: see
-docs/wide_and_memory.md (measured numbers only).
+Not measured yet: no full-length run has been timed or evaluated (an estimate, not a
+measurement: 10-20 minutes on 2 cores at the default 800 steps). docs/wide_and_memory.md
+lists what the run reports.
 Runs with slnjax.wide.train today; slnjax.main needs the integration steps listed in
 docs/wide_and_memory.md.
 """

