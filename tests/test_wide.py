@@ -99,11 +99,14 @@ def test_gate_halting_matches_while_loop_driver(kind, route):
     assert np.all(np.asarray(out.correct_nB)[it, np.arange(B)])
     np.testing.assert_array_equal(np.asarray(tr.answer_ids_BM)[:, 0],
                                   np.argmax(np.asarray(tr.answer_logits0_BV), -1))
-    # Routing shapes: every slot routes to top_k distinct experts in range.
-    for idx in (tr.index_left_NBWk, out.index_left_NBWk, tr.index_right_NBWk):
+    # Routing shapes: every slot routes to top_k distinct experts in range (in the steps that
+    # ran: the while_loop leaves the rows of steps after every example halted as zeros).
+    ran_NB = t_NB <= it.max()
+    for idx, ran in ((tr.index_left_NBWk, ran_NB), (out.index_left_NBWk, np.ones_like(ran_NB)),
+                     (tr.index_right_NBWk, ran_NB)):
       idx = np.asarray(idx)
       assert idx.shape == (N, B, W, K) and idx.min() >= 0 and idx.max() < X
-      assert np.all(idx[..., 0] != idx[..., 1])
+      assert np.all((idx[..., 0] != idx[..., 1])[np.broadcast_to(ran, idx.shape[:2])])
     probs = np.asarray(out.probs_left_NBWX)
     assert probs.shape == (N, B, W, X)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
