@@ -85,6 +85,8 @@ def test_experiment_configs_load(name):
   spec.loader.exec_module(module)
   assert module.__doc__.lstrip().startswith("python -m slnjax.")
   assert "EXPECTED" not in module.__doc__, "measure it and write the result"
+  # A measured run time and result, or an explicit statement that none was measured.
+  assert ("Result:" in module.__doc__) != ("Not measured yet:" in module.__doc__), name
   full, small = module.get_config(), module.get_config("smoke")
   assert full.is_locked and small.is_locked
   assert small.steps <= 8 and small.model.left.d_model <= 16 and small.init_from == ""

@@ -1,0 +1,21 @@
+r"""python -m slnjax.main --config experiments/sft.py --workdir /tmp/sln/sft && python -m slnjax.main --config experiments/self_play.py --workdir /tmp/sln/self_play
+
+Actor-critic with self-play (§5.4) from the SFT parameters: on each batch the critic learns
+eq. 7 once, then the actor samples and takes policy-gradient steps rewarded by the critic
+until the critic is satisfied (mean final score >= 0.5) or 4 updates have been made.
+Not measured yet: this full-size run was not made (the session's CPU time went to the SFT,
+critic and ablation runs). Its smoke version is what tests/test_train.py trains; expect a
+rollout-based step to run at ~0.3-1 steps/s on 2 cores (critic_bce measured 1.1 steps/s).
+Smoke version (tests): --config experiments/self_play.py:smoke
+"""
+from slnjax import config
+
+
+def get_config(arg=None):
+  return config.cpu_experiment(
+      "lateralized", "self_play", arg,
+      size=dict(steps=200, log_every=25, eval_every=200, checkpoint_every=200,
+                init_from="/tmp/sln/sft"),
+      model=dict(loop=dict(max_turns=3, mode="hard", temperature=0.7, threshold=0.5)),
+      objective=dict(inner_steps=4, baseline="mean"),
+      optim=dict(left=dict(lr=3e-4, warmup_steps=20), right=dict(lr=1e-3, warmup_steps=20)))
