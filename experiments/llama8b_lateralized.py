@@ -11,7 +11,12 @@ Arguments: none (v5p-128, global batch 64); "v5e" (v5e-256, global batch 256); "
 (tiny lobes of the same structure: CPU tests, the AOT test on v5e:2x2, launch/local.sh).
 
 Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
-  FIT_CHECK_RESULTS
+  v5p-128: mesh (1, 64, 1); per device arguments 2.71 GiB, temporaries 15.30 GiB,
+    peak 18.41 of 95.74 GiB: fits (19%); 4.93e+15 FLOPs/step (>= 0.168 s at peak);
+    compiled in 192 s (2026-12-01).
+  v5e-256 (:v5e): mesh (1, 256, 1); per device arguments 0.68 GiB, temporaries 13.03 GiB,
+    peak 13.91 of 15.75 GiB: fits (88%); 1.97e+16 FLOPs/step (>= 0.391 s at peak);
+    compiled in 289 s (2026-12-01).
 
 A real run needs weights and a tokenizer: convert Llama-3-8B (slnjax/lobes/convert.py) and
 pass --config.init_from=<its workdir> --config.task.tokenizer=<tokenizer dir>.

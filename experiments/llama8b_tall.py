@@ -9,7 +9,12 @@ Arguments: none (v5p-128, global batch 64); "v5e" (v5e-256, global batch 256); "
 (tiny lobes of the same structure: CPU tests, the AOT test on v5e:2x2, launch/local.sh).
 
 Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
-  FIT_CHECK_RESULTS
+  v5p-128: mesh (1, 64, 1); per device arguments 2.80 GiB, temporaries 19.48 GiB,
+    peak 22.69 of 95.74 GiB: fits (24%); 3.66e+15 FLOPs/step (>= 0.125 s at peak);
+    compiled in 160 s (2026-12-01).
+  v5e-256 (:v5e): mesh (1, 256, 1); per device arguments 0.70 GiB, temporaries 14.60 GiB,
+    peak 15.49 of 15.75 GiB: fits (98%); 1.46e+16 FLOPs/step (>= 0.290 s at peak);
+    compiled in 258 s (2026-12-01).
 
 A real run needs weights and a tokenizer: convert Llama-3-8B (slnjax/lobes/convert.py) and
 pass --config.init_from=<its workdir> --config.task.tokenizer=<tokenizer dir>.
