@@ -105,6 +105,8 @@ def write_plot(rows: list[dict], key: str, path: str) -> None:
     if len(series) > 1:
       ax.legend()
     ax.set_xticks(x, labels)
+    ax.set_ylim(bottom=0)  # from zero, no offset: equal values must look equal
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_xlabel(key)
     ax.set_title(title)
     ax.grid(alpha=0.3)
