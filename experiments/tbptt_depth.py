@@ -5,7 +5,7 @@ Truncated-BPTT depth sweep: the lateralized SLN trained end to end through soft 
 k in {1, 2, 4, full}. Writes sweep.md and sweep.png: accuracy, the compiled memory of the
 train step (temp + argument + output bytes) and the step time against k.
 Run time (2-core CPU, measured 2026-12-01): 11 min (4 settings x 300 steps, each evaluated).
-Result (512 test problems; docs/figures/tbptt_depth_sweep.png is this run's plot):
+Result: on 512 test problems (docs/figures/tbptt_depth_sweep.png is this run's plot):
 
   k     acc. after loop   step memory MiB   step ms   final loss
   1     0.006             62.8              315       1.97
