@@ -6,9 +6,12 @@ critic and weights the left lobe's policy gradient. Here γ = 0 and no eq. 7 ter
 so the critic learns to predict whether a turn is correct (it halts the loop when it
 believes so) and serves as the actor's baseline. Starts from the SFT parameters. The
 paper's form: --config.objective.gamma=0.99 --config.objective.bce_weight=1.0.
-Not measured yet: this full-size run was not made (the session's CPU time went to the SFT,
-critic and ablation runs). Its smoke version is what tests/test_train.py trains; expect a
-rollout-based step to run at ~0.3-1 steps/s on 2 cores (critic_bce measured 1.1 steps/s).
+Run time (2-core CPU, measured 2026-12-01, sharing the machine with a test run): 6.5 min
+after the SFT run (500 steps at ~1.0 steps/s, then eval).
+Result: on 512 test problems the critic agrees with the verifier on 98% of turns and the
+loop adapts its compute to difficulty: 1-digit problems stop after 1.00 turn (accuracy
+1.00), 2-digit after 2.67 turns (0.15), 3-digit run to the limit of 3 (0.00); accuracy after
+turn 1 0.40, after the loop 0.37 (SFT alone: 0.43 / 0.34 with an untrained critic).
 Smoke version (tests): --config experiments/actor_critic_td.py:smoke
 """
 from slnjax import config
