@@ -16,7 +16,7 @@ from slnjax import config
 def get_config(arg=None):
   return config.cpu_experiment(
       "lateralized", "ppo", arg,
-      size=dict(steps=300, log_every=25, eval_every=300, checkpoint_every=300,
+      size=dict(steps=120, log_every=20, eval_every=120, checkpoint_every=120,
                 init_from="/tmp/sln/sft"),
       model=dict(loop=dict(max_turns=3, mode="hard", temperature=0.7, threshold=0.5)),
       objective=dict(kl_coef=0.05, baseline="mean"),

@@ -6,10 +6,14 @@ A lateralized SLN: a left lobe that writes answers and a right lobe that only sc
 (a critic), in an inner dialogue of up to 3 turns that halts as soon as the critic's score
 reaches 0.5 (sampled turns, temperature 0.7). Two stages, the experiments' own configs:
 
-  1. experiments/sft.py            the left lobe learns the answers (eq. 1), 3000 steps;
+  1. experiments/sft.py            the left lobe learns the answers (eq. 1), 2000 steps
+     (the experiment itself runs 3000);
   2. experiments/actor_critic_td.py from there, the task verifier rewards every turn: the
      critic learns to predict whether a turn is right (and so when to stop), the left lobe
-     learns from the TD error (policy gradient), 500 steps.
+     learns from the TD error (policy gradient), 300 steps (the experiment runs 500).
+
+The demo's step budgets are shorter than the experiments' so that it fits in ~10 minutes
+on a 2-core CPU.
 
 Then it prints the accuracy after the first turn and after the loop, the mean number of
 turns (per difficulty: adaptive compute), how often the critic agrees with the verifier,
@@ -26,6 +30,13 @@ import time
 from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where to train (default: a new temp dir).")
+
+
+# Shorter than the experiments' budgets (3000 and 500 steps) so the demo fits ~10 minutes.
+DEMO_STEPS = {
+    "sft": dict(steps=2000, eval_every=2000, checkpoint_every=2000),
+    "actor_critic_td": dict(steps=300, eval_every=300, checkpoint_every=300),
+}
 
 
 def experiment_config(name: str, **overrides):
@@ -56,9 +67,10 @@ def main(argv):
   from slnjax import train  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="slnjax_demo_")
   t0 = time.time()
-  stages = [("sft", experiment_config("sft")),
+  stages = [("sft", experiment_config("sft", **DEMO_STEPS["sft"])),
             ("actor_critic_td", experiment_config(
-                "actor_critic_td", init_from=os.path.join(workdir, "sft")))]
+                "actor_critic_td", init_from=os.path.join(workdir, "sft"),
+                **DEMO_STEPS["actor_critic_td"]))]
   results = {}
   for name, config in stages:
     print(f"== stage {name}: {config.model.kind} SLN, objective {config.objective.name}, "
