@@ -13,7 +13,11 @@ reaches 0.5 (sampled turns, temperature 0.7). Two stages, the experiments' own c
      learns from the TD error (policy gradient), 300 steps (the experiment runs 500).
 
 The demo's step budgets are shorter than the experiments' so that it fits in ~10 minutes
-on a 2-core CPU.
+on a 2-core CPU. Measured 2026-12-01 (2 cores, sharing them with a short probe part of the
+time): 9.2 min in all. After SFT: accuracy 0.41 after turn 1, 0.32 after the loop, 1.48
+turns (untrained critic). After actor-critic: 0.40 / 0.37, 2.25 turns; the critic agrees
+with the verifier on 98% of turns; 1-digit problems stop after 1.00 turn (accuracy 1.00),
+2-digit after 2.64, 3-digit run to the limit of 3.
 
 Then it prints the accuracy after the first turn and after the loop, the mean number of
 turns (per difficulty: adaptive compute), how often the critic agrees with the verifier,
