@@ -3,7 +3,7 @@ r"""A small single-host trainer for wide SLNs, until slnjax.train runs them.
     python -m slnjax.wide.train --config=experiments/wide.py[:smoke] --workdir=/tmp/wide
 
 Reads the project's config schema (slnjax/config.py) plus ``model.wide`` (WideConfig fields);
-the objective is "wide" or "wide_ppo" (slnjax/wide/objective.py). Each lobe ("left": LM,
+the objective is "wide" or "wide_ppo" (slnjax/objectives/wide.py). Each lobe ("left": LM,
 gate and left expert lobe; "right": the right expert lobe) has its own optimizer
 (slnjax.state.make_optimizer). Evaluation decodes greedy answers with the while_loop driver,
 checks them with the task's verifier and reports accuracy, iterations used and expert usage
@@ -24,7 +24,7 @@ import optax
 
 from slnjax import data, objectives, state
 from slnjax.lobes.config import LobeConfig
-from slnjax.wide import objective as wide_objectives
+from slnjax.objectives import wide as wide_objectives
 from slnjax.wide.config import WideConfig
 from slnjax.wide.loop import rollout
 from slnjax.wide.model import WideSLN, build, init
