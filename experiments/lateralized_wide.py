@@ -1,4 +1,4 @@
-r"""python -m slnjax.wide.train --config=experiments/lateralized_wide.py --workdir=/tmp/wide_g
+r"""python -m slnjax.main --config experiments/lateralized_wide.py --workdir /tmp/wide_g
 
 Ablation row G: the lateralized wide SLN — the same set-up as experiments/wide.py (row E),
 but the right lobe's output is restricted to a score: it reads the context and returns a
@@ -9,7 +9,8 @@ answer decoded from the context it judged is right (WideLossConfig.critic).
 Argument: as for experiments/wide.py ("smoke", route=..., steps=..., seed=..., max_iters=...).
 Not measured yet: no full-length run has been timed or evaluated (an estimate, not a
 measurement: 10-20 minutes on 2 cores at the default 800 steps). docs/wide_and_memory.md
-lists what the run reports.
+lists what the run reports. Checkpoints, metrics and evaluation as for experiments/wide.py
+(eval/critic_acc is not reported: the score is logged in training as critic_bce).
 """
 import importlib.util
 import os

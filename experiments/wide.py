@@ -1,4 +1,4 @@
-r"""python -m slnjax.wide.train --config=experiments/wide.py --workdir=/tmp/wide_e
+r"""python -m slnjax.main --config experiments/wide.py --workdir /tmp/wide_e
 
 Ablation row E: a wide SLN on multi-digit addition, from scratch. A 2-block byte-level LM is
 lobotomised (block 1 encodes, block 2 decodes); between them a main gate routes up to
@@ -13,13 +13,14 @@ among route, steps, seed, max_iters (e.g. experiments/wide.py:route=hard,steps=3
 Not measured yet: no full-length run has been timed or evaluated (an estimate, not a
 measurement: 10-20 minutes on 2 cores at the default 800 steps). docs/wide_and_memory.md
 lists what the run reports.
-Runs with slnjax.wide.train today; slnjax.main needs the integration steps listed in
-docs/wide_and_memory.md.
+slnjax.main checkpoints to <workdir>/checkpoints (and resumes from them), logs metrics.jsonl
+and TensorBoard events, and evaluates every eval_every steps and at the end (eval/accuracy,
+eval/iters/d<k>, eval/experts_left/<e>, ...). `python -m slnjax.wide.train --config=...
+--workdir=...` trains the same config single-host, without a mesh or checkpoints.
 """
 from ml_collections import config_dict
 
 from slnjax import config as cfg_lib
-from slnjax.wide.config import WideConfig
 from slnjax.wide.loss import WideLossConfig
 
 KIND = "wide"
@@ -54,12 +55,10 @@ def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
   c.target_len = 6
   c.model.kind = kind
   c.model.left = cfg_lib.lobe_dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
-  c.model.right = None
-  wide = WideConfig(k_in=1, k_out=1, max_iters=kv.get("max_iters", 4), write_len=2,
-                    n_experts=4, top_k=1, route=kv.get("route", "soft"), answer_len=6,
-                    **wide_kw)
-  c.model.wide = config_dict.ConfigDict({k: getattr(wide, k) for k in
-                                         wide.__dataclass_fields__})
+  c.model.right = None  # the right lobe is an expert lobe of the LM's width (model.wide)
+  c.model.wide.update(dict(k_in=1, k_out=1, max_iters=kv.get("max_iters", 4), write_len=2,
+                           n_experts=4, top_k=1, route=kv.get("route", "soft"), answer_len=6,
+                           **wide_kw))
   loss = WideLossConfig(ponder_kl=0.01, prior_lambda=0.3, compute_cost=0.01, balance=0.01,
                         critic=1.0, reward="correct")
   c.objective = config_dict.ConfigDict({"name": "wide", **{
@@ -75,7 +74,7 @@ def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
     c.batch_size, c.steps, c.log_every = 8, 2, 1
     c.model.left.update(d_model=16, d_ff=32)
     c.model.wide.update(max_iters=2, n_experts=2)
-  return c
+  return cfg_lib.finalize(c)
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

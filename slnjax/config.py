@@ -12,11 +12,17 @@ the key. Every field that ``train`` reads exists here, with its default:
   task.overrides           builder-config fields (e.g. num_train); needs a new ``name``
   task.data_dir / .tokenizer / .train_split / .eval_split
   batch_size               global batch (all processes together)
-  prompt_len, target_len   padded lengths (target_len None: model.loop.turn_len)
+  prompt_len, target_len   padded lengths (target_len None: model.loop.turn_len; wide
+                           kinds: model.wide.answer_len)
   model.kind               slnjax.sln.KINDS: single, self_reflection, homogeneous, tall,
-                           lateralized
-  model.left / .right      slnjax.lobes.LobeConfig fields (right: ignored by single/B/C)
-  model.loop               slnjax.loop.LoopConfig fields (bptt_depth -1 or None: full)
+                           lateralized, wide, lateralized_wide
+  model.left / .right      slnjax.lobes.LobeConfig fields (right: ignored by single/B/C and
+                           by the wide kinds, where it may be None; a wide SLN's left is the
+                           LM it lobotomises)
+  model.loop               slnjax.loop.LoopConfig fields (bptt_depth -1 or None: full);
+                           ignored by the wide kinds
+  model.wide               slnjax.wide.WideConfig fields (wide kinds only; ``lateralized``
+                           follows from the kind; bptt_depth -1 or None: full)
   objective.name           slnjax.objectives.REGISTRY; the other fields are that
                            objective's hyper-parameters (defaults filled in by ``finalize``)
   optim.left / .right      lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
@@ -25,7 +31,8 @@ the key. Every field that ``train`` reads exists here, with its default:
                            exponential)
   steps, log_every, eval_every, checkpoint_every, keep_checkpoints  (0 disables eval/ckpt)
   eval.split / .num_batches (-1: all) / .batch_size (None: batch_size) / .transcripts /
-       .mode ("" = the training loop mode, else a soft_tokens mode for evaluation)
+       .mode ("" = the training loop mode, else a soft_tokens mode for evaluation; wide
+       kinds: "" = greedy, else a route whose while_loop version the gate follows)
   mesh.ici / .dcn / .rules parallelism (slnjax.parallel); rules () = DEFAULT_RULES
 """
 from __future__ import annotations
@@ -37,9 +44,10 @@ import pkgutil
 
 from ml_collections import config_dict
 
-from slnjax import data, objectives, parallel, sln, soft_tokens
+from slnjax import data, objectives, parallel, sln, soft_tokens, wide
 from slnjax.lobes.config import LobeConfig
 from slnjax.loop import LoopConfig
+from slnjax.wide.config import WideConfig
 
 SCHEDULES = ("constant", "cosine", "linear")
 TAU_SCHEDULES = ("constant", "linear", "cosine", "exponential")
@@ -93,8 +101,10 @@ def base_config() -> config_dict.ConfigDict:
   c.target_len = config_dict.placeholder(int)
   loop = _dataclass_dict(LoopConfig)
   loop.update(dict(turn_len=8, max_turns=3, mode="hard", threshold=0.5))
+  wide_cfg = _dataclass_dict(WideConfig)
+  del wide_cfg["lateralized"]  # set by the kind (wide / lateralized_wide)
   c.model = config_dict.ConfigDict(dict(kind="lateralized", left=lobe_dict(), right=lobe_dict(),
-                                        loop=loop))
+                                        loop=loop, wide=wide_cfg))
   c.objective = config_dict.ConfigDict(dict(name="sft"))
   c.optim = config_dict.ConfigDict(dict(left=optim_dict(), right=optim_dict()))
   c.tau = config_dict.ConfigDict(dict(start=1.0, end=1.0, schedule="constant"))
@@ -208,15 +218,22 @@ def validate(c: config_dict.ConfigDict) -> None:
          f"config.task.name={c.task.name!r}; valid tasks: {sorted(data.TASKS)}.")
   _check(c.model.kind in sln.KINDS,
          f"config.model.kind={c.model.kind!r}; valid kinds: {sorted(sln.KINDS)}.")
-  for name in ("left", "right"):
+  wide_kind = is_wide(c)
+  for name in ("left",) if wide_kind else ("left", "right"):
     try:
       lobe_config(c, name)
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.model.{name}: {e}") from e
-  try:
-    loop_config(c)
-  except (ValueError, TypeError) as e:
-    raise ValueError(f"config.model.loop: {e}") from e
+  if wide_kind:
+    try:
+      build_model(c)  # WideConfig's own checks, then k_in + k_out against the LM's layers
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config.model.wide: {e}") from e
+  else:
+    try:
+      loop_config(c)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"config.model.loop: {e}") from e
   for name in ("left", "right"):
     o = c.optim[name]
     _check(o.schedule in SCHEDULES,
@@ -235,6 +252,11 @@ def validate(c: config_dict.ConfigDict) -> None:
   parallel.rules_from_config(c.mesh.rules or None)
 
 
+def is_wide(c: config_dict.ConfigDict) -> bool:
+  """A wide SLN (rows E, G: slnjax.wide) rather than a dialogue of two lobes."""
+  return c.model.kind in wide.KINDS
+
+
 def lobe_config(c: config_dict.ConfigDict, name: str) -> LobeConfig:
   d = c.model[name].to_dict()
   return LobeConfig.from_dict({k: v for k, v in d.items() if v is not None})
@@ -247,11 +269,25 @@ def loop_config(c: config_dict.ConfigDict) -> LoopConfig:
   return LoopConfig(**d)
 
 
+def wide_config(c: config_dict.ConfigDict) -> WideConfig:
+  """config.model.wide as a WideConfig (an unknown key is an error that names it)."""
+  if "wide" not in c.model or c.model.wide is None:
+    raise ValueError("a wide kind needs config.model.wide (slnjax.wide.WideConfig fields).")
+  d = c.model.wide.to_dict()
+  if d.get("bptt_depth") is not None and d["bptt_depth"] < 0:
+    d["bptt_depth"] = None  # -1: full BPTT, as in model.loop
+  return WideConfig.from_dict(d)
+
+
 def target_len(c: config_dict.ConfigDict) -> int:
-  return c.target_len if c.target_len is not None else c.model.loop.turn_len
+  if c.target_len is not None:
+    return c.target_len
+  return c.model.wide.answer_len if is_wide(c) else c.model.loop.turn_len
 
 
-def build_model(c: config_dict.ConfigDict) -> sln.SLN:
+def build_model(c: config_dict.ConfigDict) -> sln.SLN | wide.WideSLN:
+  if is_wide(c):
+    return sln.build(c.model.kind, lobe_config(c, "left"), None, wide_config(c))
   return sln.build(c.model.kind, lobe_config(c, "left"), lobe_config(c, "right"), loop_config(c))
 
 

@@ -95,16 +95,29 @@ def rollout_metrics(model, rollout: dict, batch, task, source, tokenizer) -> dic
   return dialogue_metrics(model, host, correct_NB, valid_R)
 
 
+def eval_batches(config, source, tokenizer):
+  """The evaluation split in order, once (the last batch padded: ``valid`` marks real rows),
+  at most config.eval.num_batches batches (-1: all); per-process batches."""
+  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
+  _, batch_size = cfg.eval_config(config)
+  ds = data.make_dataset(
+      source, tokenizer, batch_size=data.per_process_batch_size(batch_size),
+      prompt_len=config.prompt_len, target_len=cfg.target_len(config), shuffle=False,
+      num_epochs=1, pad_final_batch=True, overflow="truncate")
+  limit = config.eval.num_batches
+  for i, batch in enumerate(ds):
+    if 0 <= limit <= i:
+      break
+    yield batch
+
+
 class Evaluator:
   """Periodic evaluation of a model on a split of its task (deterministic: fixed rng)."""
 
   def __init__(self, config, model: sln.SLN, mesh, rules, tokenizer, source, workdir: str):
-    from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
     self.config, self.mesh, self.rules = config, mesh, rules
     self.tokenizer, self.source, self.workdir = tokenizer, source, workdir
     self.task = config.task.name
-    _, self.batch_size = cfg.eval_config(config)
-    self.prompt_len, self.target_len = config.prompt_len, cfg.target_len(config)
     if config.eval.mode:
       spec = dataclasses.replace(model.spec,
                                  loop=dataclasses.replace(model.spec.loop, mode=config.eval.mode))
@@ -119,23 +132,12 @@ class Evaluator:
 
     self._rollout = jax.jit(run)
 
-  def _batches(self):
-    ds = data.make_dataset(
-        self.source, self.tokenizer, batch_size=data.per_process_batch_size(self.batch_size),
-        prompt_len=self.prompt_len, target_len=self.target_len, shuffle=False, num_epochs=1,
-        pad_final_batch=True, overflow="truncate")
-    limit = self.config.eval.num_batches
-    for i, batch in enumerate(ds):
-      if 0 <= limit <= i:
-        break
-      yield batch
-
   def __call__(self, params, step: int, tau) -> tuple[dict, str]:
     """(metrics, transcript text). Process 0 also writes the transcripts file."""
     rows = collections.defaultdict(list)
     transcripts = []
     key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed + 1), step)
-    for i, local in enumerate(self._batches()):
+    for i, local in enumerate(eval_batches(self.config, self.source, self.tokenizer)):
       batch = data.global_batch({k: local[k] for k in ("prompt_ids", "prompt_len")}, self.mesh)
       d = self._rollout(params, batch["prompt_ids"], batch["prompt_len"],
                         jax.random.fold_in(key, i), tau)

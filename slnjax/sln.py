@@ -8,7 +8,9 @@ The ablation rows the paper plans (its §1 list) map onto kinds:
                     (the right is a frozen copy: "not trained together").
   D tall            two distinct lobes that both write turns, trained together.
   F lateralized     the left lobe writes, the right lobe only scores (a critic).
-  E/G wide, lateralized_wide: a later module (register a builder in KINDS).
+  E/G wide, lateralized_wide: slnjax/wide (a WideSLN; registers its builders in KINDS).
+      ``init`` and ``logical_axes`` below serve both families; the loop drivers, ``roles``
+      and ``score`` are for the dialogue kinds (wide SLNs: slnjax.wide.rollout / unroll).
 
 A model is a frozen description (hashable: usable as a jit static argument); its
 parameters are a plain dict {"left": ..., "right": ...} ("right" absent for A and B).
@@ -109,7 +111,10 @@ def build(kind: str, left: LobeConfig, right: LobeConfig | None = None,
 
 
 def init(model: SLN, rng) -> dict:
-  """Parameters {"left": ..., "right": ...}; a homogeneous right lobe is a copy of the left."""
+  """Parameters {"left": ..., "right": ...}; a homogeneous right lobe is a copy of the left.
+  A wide SLN: slnjax.wide.init (a fresh lobotomised LM, gate and expert lobes)."""
+  if isinstance(model, _wide.WideSLN):
+    return _wide.init(model, rng)
   k_left, k_right, k_enc, k_dec = jax.random.split(rng, 4)
   params = {"left": lobes.init(model.spec.left, k_left)}
   if model.encoder is not None:
@@ -125,6 +130,9 @@ def init(model: SLN, rng) -> dict:
 
 
 def logical_axes(model: SLN) -> dict:
+  """PartitionSpecs over logical axis names, the structure of ``init``'s parameters."""
+  if isinstance(model, _wide.WideSLN):
+    return _wide.logical_axes(model)
   return {name: lobes.logical_axes(model.lobe_config(name)) for name in model.lobe_names}
 
 
@@ -189,5 +197,6 @@ def score(model: SLN, params, ids_BT, lengths_B):
 
 
 # Wide SLNs (rows E, G) live in slnjax/wide, which registers "wide" and "lateralized_wide"
-# in KINDS when imported (it imports this module; KINDS exists by now).
+# in KINDS when imported (it imports this module; KINDS exists by now). ``init`` and
+# ``logical_axes`` use it at call time.
 from slnjax import wide as _wide  # noqa: E402,F401  pylint: disable=wrong-import-position

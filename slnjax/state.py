@@ -3,7 +3,7 @@
     state = {
       "step": int32 [],            # training batches done
       "rng": uint32 [2],           # base key; each step uses fold_in(rng, step)
-      "params": {"left": ..., "right": ...},    # sln.init layout
+      "params": {"left": ..., "right": ...},    # sln.init layout (wide SLNs too)
       "opt": {lobe: optax state}   # one optimizer per trainable lobe (own settings)
       "frozen": {"ref"|"prev": params copy},     # what the objective asked for
       "nonfinite": int32 [],       # first step whose loss/gradient was NaN/inf, else -1

@@ -30,7 +30,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
-from slnjax import checkpoint, data, evaluate, metrics as metrics_lib, objectives, parallel
+from slnjax import checkpoint, data, evaluate, evaluate_wide, metrics as metrics_lib
+from slnjax import objectives, parallel
 from slnjax import config as cfg
 from slnjax import state as state_lib
 
@@ -317,8 +318,9 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   writer = metrics_lib.Writer(workdir, enabled=lead, start_step=start, total_steps=config.steps)
-  evaluator = evaluate.Evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
-                                 workdir) if config.eval_every else None
+  make_evaluator = evaluate_wide.WideEvaluator if cfg.is_wide(config) else evaluate.Evaluator
+  evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
+                             workdir) if config.eval_every else None
   verifier = ts.objective.reward == "verifier"
   preempt = _Preemption()
   timer = metrics_lib.Timer(start)

@@ -5,8 +5,9 @@
     reinforce, rloo (+ _verifier)      bptt              eq. 3-4, truncated BPTT
     gan               Alg. 1           self_play         §5.4
     spin              Alg. 3
+    wide, wide_ppo    wide SLNs (rows E, G): PonderNet halting / REINFORCE, PPO on the gate
 """
 from slnjax.objectives.base import (REGISTRY, Context, Objective, batch_valid, dialogue, get,
                                     hparams, make_rollout, register, sample)
 from slnjax.objectives import (actor_critic_td, bptt, critic_bce, gan, ppo, reinforce,
-                               self_play, sft, spin)
+                               self_play, sft, spin, wide)

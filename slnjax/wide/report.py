@@ -46,10 +46,13 @@ class UsageAccumulator:
     out = {"examples": self.count,
            "gate_halted_frac": self.gate_halted / max(self.count, 1),
            "choices": dict(zip(("left", "right", "output"), self.choices.tolist()))}
+    every = [i for v in self.iters.values() for i in v]
+    out["iters"] = float(np.mean(every)) if every else 0.0
     out["iters_by_difficulty"] = {
         d: {"mean": float(np.mean(v)), "hist": np.bincount(v, minlength=self.max_iters + 1)
             .tolist(), "n": len(v)} for d, v in sorted(self.iters.items())}
     if self.correct:
+      out["accuracy"] = float(np.mean([c for v in self.correct.values() for c in v]))
       out["accuracy_by_difficulty"] = {d: float(np.mean(v)) for d, v in sorted(self.correct.items())}
     for name, counts in self.experts.items():
       tot = max(int(counts.sum()), 1)

@@ -1,13 +1,15 @@
-r"""A small single-host trainer for wide SLNs, until slnjax.train runs them.
+r"""A minimal single-host trainer for wide SLNs (no mesh, no checkpoints, no metrics files).
 
     python -m slnjax.wide.train --config=experiments/wide.py[:smoke] --workdir=/tmp/wide
 
-Reads the project's config schema (slnjax/config.py) plus ``model.wide`` (WideConfig fields);
-the objective is "wide" or "wide_ppo" (slnjax/wide/objective.py). Each lobe ("left": LM,
-gate and left expert lobe; "right": the right expert lobe) has its own optimizer
-(slnjax.state.make_optimizer). Evaluation decodes greedy answers with the while_loop driver,
-checks them with the task's verifier and reports accuracy, iterations used and expert usage
-per difficulty; <workdir>/results.json holds the last evaluation.
+The full trainer is ``python -m slnjax.main`` (slnjax/train.py: mesh, orbax checkpoints and
+resume, metrics.jsonl / TensorBoard, periodic evaluation); this one is a short loop over the
+same config, model and objectives, kept for quick single-host runs. The objective is "wide"
+or "wide_ppo" (slnjax/objectives/wide.py). Each lobe ("left": LM, gate and left expert lobe;
+"right": the right expert lobe) has its own optimizer (slnjax.state.make_optimizer).
+Evaluation at the end judges greedy while_loop answers with the task's verifier
+(slnjax.evaluate_wide.judge) and summarises them per difficulty; <workdir>/results.json
+holds it.
 """
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slnjax import data, objectives, state
-from slnjax.lobes.config import LobeConfig
-from slnjax.wide import objective as wide_objectives
-from slnjax.wide.config import WideConfig
+from slnjax import config as cfg_lib
+from slnjax import data, evaluate_wide, objectives, state
+from slnjax import train as train_lib
+from slnjax.objectives import wide as wide_objectives
 from slnjax.wide.loop import rollout
-from slnjax.wide.model import WideSLN, build, init
+from slnjax.wide.model import WideSLN, init
 from slnjax.wide.report import UsageAccumulator
 
 
@@ -39,19 +41,9 @@ def load_config(spec: str):
   return mod.get_config(arg or None)
 
 
-def build_model(c) -> WideSLN:
-  left = LobeConfig.from_dict({k: v for k, v in c.model.left.to_dict().items() if v is not None})
-  return build(c.model.kind, left, WideConfig.from_dict(c.model.wide.to_dict()))
-
-
-def task_config(c):
-  o = c.task.overrides.to_dict()
-  return {"base": c.task.config or None, **o} if o else (c.task.config or None)
-
-
 def _batches(source, c, *, shuffle, epochs=None, seed=0):
   ds = data.make_dataset(source, data.ByteTokenizer(), batch_size=c.batch_size,
-                         prompt_len=c.prompt_len, target_len=c.target_len, seed=seed,
+                         prompt_len=c.prompt_len, target_len=cfg_lib.target_len(c), seed=seed,
                          shuffle=shuffle, num_epochs=epochs, pad_final_batch=not shuffle,
                          overflow="truncate")
   for b in ds:
@@ -61,35 +53,27 @@ def _batches(source, c, *, shuffle, epochs=None, seed=0):
 def evaluate(model: WideSLN, params, source, c, tau) -> dict:
   tok = data.ByteTokenizer()
   run = jax.jit(lambda p, ids, plen, k: rollout(model, p, ids, plen, k, tau, mode="greedy",
-                                                answer_len=c.target_len))
+                                                answer_len=cfg_lib.target_len(c)))
   acc = UsageAccumulator(model.cfg.n_experts, model.cfg.max_iters)
   for i, b in enumerate(_batches(source, c, shuffle=False, epochs=1)):
     if 0 <= c.eval.num_batches <= i:
       break
     tr = run(params, b["prompt_ids"], b["prompt_len"], jax.random.key(i))
-    ids = np.asarray(tr.answer_ids_BM)
-    answers = [tok.decode(data.tokenizers.truncate_at(list(map(int, r)),
-                                                      {tok.eos_id, tok.pad_id})) for r in ids]
     valid = np.asarray(b["valid"]).astype(bool)
-    ok = data.verify_batch(c.task.name, source, np.asarray(b["index"]), answers, valid)
+    ok = evaluate_wide.judge(c.task.name, source, tok, tr.answer_ids_BM, b["index"], valid)
     acc.add(tr, np.asarray(b["difficulty"]), valid, ok)
-  out = acc.summary()
-  if out.get("accuracy_by_difficulty"):
-    n = {d: v["n"] for d, v in out["iters_by_difficulty"].items()}
-    out["accuracy"] = float(sum(out["accuracy_by_difficulty"][d] * n[d] for d in n)
-                            / max(sum(n.values()), 1))
-  return out
+  return acc.summary()
 
 
 def train(c, workdir: str, log=print) -> dict:
   t0 = time.time()
-  model = build_model(c)
+  model = cfg_lib.build_model(c)
   obj = objectives.get(c.objective.name)
   if obj not in (wide_objectives.WIDE, wide_objectives.WIDE_PPO):
     raise ValueError(f"objective {c.objective.name!r}: wide SLNs train with 'wide' or "
                      "'wide_ppo'.")
   ocfg = c.objective
-  tcfg = task_config(c)
+  tcfg = train_lib.task_config(c)
   data.ensure_built(c.task.name, c.task.data_dir or None, tcfg)
   train_src = data.load_source(c.task.name, c.task.train_split, c.task.data_dir or None, tcfg)
   eval_src = data.load_source(c.task.name, c.eval.split or c.task.eval_split,

@@ -7,9 +7,8 @@
               updates replay them (route "hard").
 
 Hyper-parameters: the fields of slnjax.wide.loss.WideLossConfig (+ ppo_epochs for wide_ppo).
-Importing this module registers both names; slnjax.wide.train imports it. It imports
-slnjax.objectives.base, so it belongs to the objectives layer; slnjax.main does not import it
-yet (docs/wide_and_memory.md, "Integration with slnjax.main").
+Importing this module registers both names (slnjax.objectives imports it, so the train loop
+and config.finalize find them like any other objective).
 """
 from __future__ import annotations
 
