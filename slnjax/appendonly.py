@@ -14,7 +14,14 @@ position p is complete when it is consumed (and the vjp of the cache update zero
 Compared with plain autodiff of a scan, which saves the whole cache at every step (memory ∝
 steps x cache length), memory is a few copies of the cache, whatever the number of steps.
 
-Contract for ``step_fn(params, cache, carry, x, window) -> (cache, carry, y)``:
+A step may itself contain scans (a dialogue turn: a lobe writes its tokens one forward pass
+at a time). Nesting two such custom-vjp scans would give each level its own parameter-sized
+cotangent accumulator; instead ``program_scan`` takes the step as a *program* of ``Plain``
+segments and ``Loop`` segments (an inner scan of "units"), recomputes a step segment by
+segment and unit by unit, and threads one accumulator through the whole reverse pass.
+
+Contract for ``step_fn(params, cache, carry, x, window) -> (cache, carry, y)`` (and the same
+for every segment and unit of a program):
 - every read of ``cache`` at positions the step does not write is of positions that earlier
   steps (or the initial cache) wrote, and no later step rewrites them;
 - ``params`` holds every array the step closes over (nothing traced may be captured);
@@ -25,7 +32,7 @@ Integer/bool leaves anywhere are treated as non-differentiable.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,18 +113,108 @@ def _from_scan(ct, primal):
                       np.zeros(np.shape(p), jax.dtypes.float0), ct, primal)
 
 
-def appendonly_scan(step_fn: Callable, params: Any, cache: Any, carry: Any, xs: Any,
-                    window_fn: Callable | None = None):
-  """``lax.scan`` of ``step_fn`` over ``xs`` with the bounded-memory reverse pass.
+class Plain(NamedTuple):
+  """A segment of a step program: ``fn(params, cache, state, x, window) -> (cache, state)``."""
+  fn: Callable
 
-  Returns (final cache, final carry, stacked per-step outputs ys).
+
+class Loop(NamedTuple):
+  """A segment that scans ``unit(params, cache, ucarry, ux, window) -> (cache, ucarry, uy)``
+  over ``state[xs_key]`` (stacked; consumed) from ``state[carry_key]`` (replaced by the final
+  unit carry); the stacked outputs go to ``state[ys_key]``."""
+  unit: Callable
+  carry_key: str
+  xs_key: str
+  ys_key: str
+
+
+def _loop_forward(seg: Loop, params, cache, state, window, keep_carries=False):
+  def body(cc, ux):
+    c, k = cc
+    c2, k2, uy = seg.unit(params, c, k, ux, window)
+    return (c2, k2), ((k, uy) if keep_carries else uy)
+  (cache, uc), out = jax.lax.scan(body, (cache, state[seg.carry_key]), state[seg.xs_key])
+  new = {key: v for key, v in state.items() if key != seg.xs_key}
+  new[seg.carry_key] = uc
+  new[seg.ys_key] = out[1] if keep_carries else out
+  return cache, new, (out[0] if keep_carries else None)
+
+
+def run_program(program, params, cache, carry, x, window=None):
+  """Runs one step given as segments (see module docstring). The state starts as
+  ``{"carry": carry}`` and must end as ``{"carry": ..., "y": ...}``. Returns (cache, carry, y)."""
+  state = {"carry": carry}
+  for seg in program:
+    if isinstance(seg, Plain):
+      cache, state = seg.fn(params, cache, state, x, window)
+    else:
+      cache, state, _ = _loop_forward(seg, params, cache, state, window)
+  if set(state) != {"carry", "y"}:
+    raise ValueError(f"A step program must end with state keys carry and y; got {sorted(state)}.")
+  return cache, state["carry"], state["y"]
+
+
+def _add(acc, d, like):
+  return jax.tree.map(lambda a, g, p: a + g if _is_float(p) else a, acc, d, like)
+
+
+def _step_reverse(program, params, cache_n, carry_t, x_t, window, acc, ct_buf, ct_carry, ct_y):
+  """Cotangents of one step, recomputed against the final cache, segment by segment (and
+  unit by unit in Loop segments), with one parameter accumulator threaded through all."""
+  saved, state = [], {"carry": carry_t}
+  for seg in program:  # recompute each segment's input state (and each unit's carry)
+    if isinstance(seg, Plain):
+      saved.append((state, None))
+      _, state = seg.fn(params, cache_n, state, x_t, window)
+    else:
+      _, nxt, ucarries = _loop_forward(seg, params, cache_n, state, window, keep_carries=True)
+      saved.append((state, ucarries))
+      state = nxt
+  ct_state = {"carry": ct_carry, "y": ct_y}
+  ct_x = jax.tree.map(_placeholder, x_t)
+  for seg, (s_in, ucarries) in reversed(list(zip(program, saved))):
+    if isinstance(seg, Plain):
+      _, vjp = _float_vjp(lambda p, c, st, xx, f=seg.fn: f(p, c, st, xx, window),
+                          params, cache_n, s_in, x_t)
+      d_p, d_c, d_s, d_x = vjp(jax.tree.leaves(ct_buf) + jax.tree.leaves(ct_state))
+      acc, ct_buf, ct_state = _add(acc, d_p, params), _to_scan(d_c, cache_n), _to_scan(d_s, s_in)
+      ct_x = _add(ct_x, _to_scan(d_x, x_t), x_t)
+      continue
+
+    def unit_rev(st, inp, u=seg.unit):
+      acc_, buf, ct_uc = st
+      uc_i, ux_i, ct_uy_i = inp
+      _, vjp = _float_vjp(lambda p, c, k, xx: u(p, c, k, xx, window), params, cache_n, uc_i, ux_i)
+      d_p, d_c, d_k, d_u = vjp(jax.tree.leaves(buf) + jax.tree.leaves(ct_uc)
+                               + jax.tree.leaves(ct_uy_i))
+      return (_add(acc_, d_p, params), _to_scan(d_c, cache_n), _to_scan(d_k, uc_i)), \
+          _to_scan(d_u, ux_i)
+
+    uxs = s_in[seg.xs_key]
+    (acc, ct_buf, ct_uc0), ct_uxs = jax.lax.scan(
+        unit_rev, (acc, ct_buf, ct_state[seg.carry_key]), (ucarries, uxs, ct_state[seg.ys_key]),
+        reverse=True)
+    ct_state = {key: v for key, v in ct_state.items() if key != seg.ys_key}
+    ct_state[seg.carry_key], ct_state[seg.xs_key] = ct_uc0, ct_uxs
+  return acc, ct_buf, ct_state["carry"], ct_x
+
+
+def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
+                 window_fn: Callable | None = None):
+  """``lax.scan`` of a step program over ``xs`` with the bounded-memory reverse pass.
+
+  A step is a list of ``Plain`` and ``Loop`` segments (a dialogue turn: the tokens a lobe
+  writes one forward pass at a time, then the other lobe's reply). The reverse pass walks
+  the segments backwards and the units of every Loop segment in a nested reverse scan, all
+  threading the *same* parameter-cotangent accumulator and cache-cotangent buffer, so memory
+  holds one of each whatever the nesting. Returns (final cache, final carry, stacked ys).
   """
   window_fn = window_fn or (lambda final_carry: None)
 
   def forward(params, cache, carry, xs, keep_carries):
     def body(state, x):
       c, k = state
-      c2, k2, y = step_fn(params, c, k, x, None)
+      c2, k2, y = run_program(program, params, c, k, x)
       return (c2, k2), ((k, y) if keep_carries else y)
     return jax.lax.scan(body, (cache, carry), xs)
 
@@ -136,17 +233,11 @@ def appendonly_scan(step_fn: Callable, params: Any, cache: Any, carry: Any, xs: 
     window = window_fn(carry_n)
 
     def rev(state, inp):
-      ct_params, ct_buf, ct_carry = state
+      acc, ct_buf, ct_carry = state
       carry_t, x_t, ct_y_t = inp
-      step = lambda p, c, k, x: step_fn(p, c, k, x, window)
-      _, vjp = _float_vjp(step, params, cache_n, carry_t, x_t)
-      ct_out = (jax.tree.leaves(ct_buf) + jax.tree.leaves(ct_carry)
-                + jax.tree.leaves(ct_y_t))
-      d_params, d_cache, d_carry, d_x = vjp(ct_out)
-      ct_params = jax.tree.map(lambda a, d, p: a + d if _is_float(p) else a,
-                               ct_params, d_params, params)
-      return ((ct_params, _to_scan(d_cache, cache_n), _to_scan(d_carry, carry_t)),
-              _to_scan(d_x, x_t))
+      acc, ct_buf, ct_carry, ct_x = _step_reverse(program, params, cache_n, carry_t, x_t,
+                                                  window, acc, ct_buf, ct_carry, ct_y_t)
+      return (acc, ct_buf, _to_scan(ct_carry, carry_t)), ct_x
 
     init = (jax.tree.map(_placeholder, params), _to_scan(ct_cache_n, cache_n),
             _to_scan(ct_carry_n, carry_n))
@@ -157,3 +248,14 @@ def appendonly_scan(step_fn: Callable, params: Any, cache: Any, carry: Any, xs: 
 
   run.defvjp(fwd, bwd)
   return run(params, cache, carry, xs)
+
+
+def appendonly_scan(step_fn: Callable, params: Any, cache: Any, carry: Any, xs: Any,
+                    window_fn: Callable | None = None):
+  """``lax.scan`` of ``step_fn`` over ``xs`` with the bounded-memory reverse pass (a step
+  program of one segment). Returns (final cache, final carry, stacked per-step outputs ys).
+  """
+  def whole(params, cache, state, x, window):
+    cache, carry, y = step_fn(params, cache, state["carry"], x, window)
+    return cache, {"carry": carry, "y": y}
+  return program_scan([Plain(whole)], params, cache, carry, xs, window_fn)

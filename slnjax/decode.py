@@ -6,8 +6,10 @@ lobe's (the receiving lobe's E, see soft_tokens.py). A turn of m tokens is the p
 emission plus m-1 emissions of m one-token forward passes ("units"); the m-th unit's
 emission becomes the new pending token (the next token, should the lobe go on writing).
 
-Everything here is a pure function of explicit arrays so that loop.py can run it under
-``lax.scan``, ``lax.while_loop`` or ``appendonly.appendonly_scan``.
+Everything here is a pure function of explicit arrays. A turn is written by a Loop segment
+of a step program (``appendonly.Loop`` over ``token_unit``, between ``begin_turn`` and
+``end_turn``), so loop.py can run it under ``lax.scan``, ``lax.while_loop`` or
+``appendonly.program_scan``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from slnjax import lobes, soft_tokens
-from slnjax.appendonly import appendonly_scan
+from slnjax.appendonly import program_scan, run_program
 from slnjax.lobes.transformer import cache_logical_axes
 
 
@@ -59,39 +61,40 @@ def freeze(active_B, new, old):
   return jax.tree.map(sel, new, old)
 
 
-def _unit(cfg, opts, P, cache, carry, x, window):
-  """One token forward at each example's position, then emit the next token."""
-  del window
-  out = lobes.apply(cfg, P["lobe"], embeds=carry["e_BD"][:, None], cache=cache,
-                    start=carry["pos_B"], write_mask=P["active_B"])
-  target = None if P["target_BM"] is None else jnp.take(
-      P["target_BM"], jnp.minimum(x["idx"] + 1, P["target_BM"].shape[1] - 1), axis=1)
-  em = emit(out["logits_BTV"][:, 0], mode=opts["mode"], key=x["key"], tau=P["tau"],
-            temperature=opts["temperature"], emb_self_VD=lobes.embedding_matrix(cfg, P["lobe"]),
-            emb_recv_VD=P["emb_recv_VD"], target_B=target)
-  pos = carry["pos_B"] + P["active_B"].astype(jnp.int32)
-  return out["cache"], {"e_BD": em.e_self_BD, "pos_B": pos}, em
+def token_unit(cfg, opts, lobe: str, recv: str | None, targets: bool):
+  """A Loop unit (appendonly.Loop) in which lobe `lobe` ("left" | "right") writes one token:
+  one forward pass at each example's position, then the emission of the next token, embedded
+  also for lobe `recv` (None: nobody receives). `targets`: record log p(P["target_BM"])."""
+  def unit(P, caches, uc, ux, window):
+    del window
+    out = lobes.apply(cfg, P[lobe], embeds=uc["e_BD"][:, None], cache=caches[lobe],
+                      start=uc["pos_B"], write_mask=uc["active_B"])
+    target = None
+    if targets and P["target_BM"] is not None:
+      tgt_BM = P["target_BM"]
+      target = jnp.take(tgt_BM, jnp.minimum(ux["idx"] + 1, tgt_BM.shape[1] - 1), axis=1)
+    emb_recv = None if recv is None else lobes.embedding_matrix(opts["cfgs"][recv], P[recv])
+    em = emit(out["logits_BTV"][:, 0], mode=opts["mode"], key=ux["key"], tau=P["tau"],
+              temperature=opts["temperature"], emb_self_VD=lobes.embedding_matrix(cfg, P[lobe]),
+              emb_recv_VD=emb_recv, target_B=target)
+    pos = uc["pos_B"] + uc["active_B"].astype(jnp.int32)
+    return {**caches, lobe: out["cache"]}, {**uc, "e_BD": em.e_self_BD, "pos_B": pos}, em
+  return unit
 
 
-def decode_turn(cfg, opts, lobe_params, cache, pending: Emission, pos_B, active_B, key, *,
-                tau, emb_recv_VD, target_BM=None):
-  """Writes one turn of m = opts['turn_len'] tokens. Returns (cache, pos_B, turn, pending).
+def begin_turn(pending: Emission, pos_B, active_B, key, m: int):
+  """The unit carry and the unit inputs of a turn of m tokens that starts with `pending`."""
+  uc = {"e_BD": pending.e_self_BD, "pos_B": pos_B, "active_B": active_B}
+  return uc, {"key": jax.random.split(key, m), "idx": jnp.arange(m)}
 
-  turn: Emission with [B,m(,D)] fields, token i of the turn at index i.
-  opts: mode, temperature, turn_len, impl ('appendonly' | 'scan' | 'scan_remat').
-  """
-  m = opts["turn_len"]
-  P = {"lobe": lobe_params, "emb_recv_VD": emb_recv_VD, "tau": tau, "target_BM": target_BM,
-       "active_B": active_B}
-  xs = {"key": jax.random.split(key, m), "idx": jnp.arange(m)}
-  carry = {"e_BD": pending.e_self_BD, "pos_B": pos_B}
-  step = lambda P_, c, k, x, w: _unit(cfg, opts, P_, c, k, x, w)
-  cache, carry, ys = run_scan(step, P, cache, carry, xs, opts["impl"])
-  # Token 0 is the pending emission; units 0..m-2 emitted tokens 1..m-1.
+
+def end_turn(pending: Emission, uc, uys: Emission):
+  """Assembles a turn from its units. Returns (pos_B, turn, new pending): turn is an Emission
+  with [B,m(,D)] fields, token i of the turn at index i (token 0 is the pending emission;
+  units 0..m-2 emitted tokens 1..m-1, unit m-1 the next pending one)."""
   turn = jax.tree.map(lambda p, y: jnp.concatenate([p[:, None], jnp.moveaxis(y[:-1], 0, 1)], 1),
-                      pending, ys)
-  new_pending = jax.tree.map(lambda y: y[-1], ys)
-  return constrain_cache(cache), carry["pos_B"], turn, new_pending
+                      pending, uys)
+  return uc["pos_B"], turn, jax.tree.map(lambda y: y[-1], uys)
 
 
 def ingest(cfg, lobe_params, cache, e_BTD, pos_B, active_B, *, lengths_B=None):
@@ -102,20 +105,20 @@ def ingest(cfg, lobe_params, cache, e_BTD, pos_B, active_B, *, lengths_B=None):
   return out, pos_B + e_BTD.shape[1] * active_B.astype(jnp.int32)
 
 
-def run_scan(step, P, cache, carry, xs, impl, window_fn=None, window=None):
-  """Scan `step(P, cache, carry, x, window)` with the requested reverse-mode scheme.
+def run_scan(program, P, cache, carry, xs, impl, window_fn=None, window=None):
+  """Scan a step program (appendonly.Plain / Loop segments) with the requested reverse scheme.
 
   appendonly: the bounded-memory reverse pass; `window_fn(final carry)` gives the window.
   scan / scan_remat: plain autodiff (with a rematerialised body); `window` is given.
   """
   if impl == "appendonly":
-    return appendonly_scan(step, P, cache, carry, xs, window_fn)
+    return program_scan(program, P, cache, carry, xs, window_fn)
   if impl not in ("scan", "scan_remat"):
     raise ValueError(f"Unknown bptt_impl {impl!r}; expected appendonly, scan or scan_remat.")
 
   def body(state, x):
     c, k = state
-    c, k, y = step(P, c, k, x, window)
+    c, k, y = run_program(program, P, c, k, x, window)
     return (c, k), y
   if impl == "scan_remat":
     body = jax.checkpoint(body)

@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from slnjax import lobes, soft_tokens
-from slnjax.decode import Emission, decode_turn, emit, freeze, ingest, run_scan
+from slnjax.appendonly import Loop, Plain, run_program
+from slnjax.decode import (begin_turn, constrain_cache, emit, end_turn, freeze, ingest,
+                           run_scan, token_unit)
 from slnjax.lobes.config import LobeConfig
 
 HALT_NONE, HALT_LIMIT, HALT_THRESHOLD, HALT_AGREEMENT, HALT_STOP = 0, 1, 2, 3, 4
@@ -169,32 +171,47 @@ def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
   return P, caches, carry
 
 
-def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
-  """One inner-dialogue turn for every example (halted ones frozen). Returns
-  (caches, carry, per-turn outputs)."""
-  lc, rc, L = spec.left, spec.right, spec.loop
-  t = x["t"]
+def _enter(t, window):
+  """Per example: whether gradients may enter turn t from before it (truncated BPTT). An
+  example that used at most k turns keeps its whole history, prompt encoding included, so
+  k >= turns used is exactly full BPTT."""
+  return (t > window["turns_B"] - window["k"]) | (window["turns_B"] <= window["k"])
+
+
+def _start(spec, P, caches, state, x, window):
+  """Turn segment 1: cut gradients entering the turn (truncated BPTT), set up the left lobe's
+  token loop."""
+  carry = state["carry"]
   k_left, k_rpend, k_right, k_lpend = jax.random.split(x["key"], 4)
-  if window is not None:  # truncated BPTT: stop gradients entering turns before the window
-    # (an example that used at most k turns keeps its whole history, prompt encoding included,
-    # so k >= turns used is exactly full BPTT)
-    enter_B = (t > window["turns_B"] - window["k"]) | (window["turns_B"] <= window["k"])
+  if window is not None:
+    enter_B = _enter(x["t"], window)
     caches = {"left": _gate(caches["left"], enter_B, 1),
               "right": None if caches["right"] is None else _gate(caches["right"], enter_B, 1)}
     carry = _gate(carry, enter_B, 0)
-    if P["rcache0"] is not None:
-      P = {**P, "rcache0": _gate(P["rcache0"], enter_B, 1)}
-  active_B = carry["active_B"]
-  opts = {"mode": L.mode, "temperature": L.temperature, "turn_len": L.turn_len,
-          "impl": L.bptt_impl}
-  E_l = lobes.embedding_matrix(lc, P["left"])
-  E_r = None if rc is None else lobes.embedding_matrix(rc, P["right"])
-  emit_kw = dict(mode=L.mode, tau=P["tau"], temperature=L.temperature)
-  target0 = None if P["target_BM"] is None else P["target_BM"][:, 0]
+  uc, uxs = begin_turn(carry["pend_l"], carry["len_l"], carry["active_B"], k_left,
+                       spec.loop.turn_len)
+  keys = {"rpend": k_rpend, "right": k_right, "lpend": k_lpend}
+  return caches, {"carry": carry, "keys": keys, "lu": uc, "lu_xs": uxs}
 
-  cache_l, len_l, lturn, pend_l = decode_turn(
-      lc, opts, P["left"], caches["left"], carry["pend_l"], carry["len_l"], active_B, k_left,
-      tau=P["tau"], emb_recv_VD=E_r, target_BM=P["target_BM"])
+
+def _emit_kw(spec, P):
+  return dict(mode=spec.loop.mode, tau=P["tau"], temperature=spec.loop.temperature)
+
+
+def _embeddings(spec, P):
+  E_l = lobes.embedding_matrix(spec.left, P["left"])
+  E_r = None if spec.right is None else lobes.embedding_matrix(spec.right, P["right"])
+  return E_l, E_r
+
+
+def _left_written(spec, P, caches, state, x, window):
+  """Turn segment 3: the left lobe's turn is written; the right lobe reads it (a score in a
+  lateralized SLN, the start of its own turn in a tall one)."""
+  lc, rc, L = spec.left, spec.right, spec.loop
+  carry, keys = state["carry"], state["keys"]
+  active_B = carry["active_B"]
+  len_l, lturn, pend_l = end_turn(carry["pend_l"], state["lu"], state["lu_ys"])
+  caches = {**caches, "left": constrain_cache(caches["left"])}
   ids_BM = lturn.ids_B
   if L.stop_token is not None:
     stop_BM = ids_BM == L.stop_token
@@ -204,39 +221,69 @@ def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
     valid_BM = jnp.ones_like(ids_BM, bool)
     has_stop_B = jnp.zeros_like(active_B)
   valid_len_B = valid_BM.sum(axis=1).astype(jnp.int32)
-
-  score_logit_B = carry["score_logit_B"]
-  cache_r, len_r = caches["right"], carry["len_r"]
-  right_ids_BM = jnp.zeros_like(ids_BM)
+  w = {"lturn": lturn, "valid_BM": valid_BM, "has_stop_B": has_stop_B, "pend_l": pend_l,
+       "len_l": len_l, "len_r": carry["len_r"], "score_logit_B": carry["score_logit_B"]}
+  out = {"carry": carry, "keys": keys, "w": w}
   if rc is not None and not spec.tall:
-    out = lobes.apply(rc, P["right"], embeds=lturn.e_recv_BR, cache=P["rcache0"],
-                      start=P["prompt_len_B"], lengths=valid_len_B)
-    score_logit_B = out["score_logit_B"]
+    rcache0 = P["rcache0"]
+    if window is not None:
+      rcache0 = _gate(rcache0, _enter(x["t"], window), 1)
+    r = lobes.apply(rc, P["right"], embeds=lturn.e_recv_BR, cache=rcache0,
+                    start=P["prompt_len_B"], lengths=valid_len_B)
+    w["score_logit_B"] = r["score_logit_B"]
   if spec.tall:
-    out, len_r = ingest(rc, P["right"], cache_r, lturn.e_recv_BR, len_r, active_B,
-                        lengths_B=valid_len_B)
-    cache_r = out["cache"]
+    E_l, E_r = _embeddings(spec, P)
+    r, w["len_r"] = ingest(rc, P["right"], caches["right"], lturn.e_recv_BR, carry["len_r"],
+                           active_B, lengths_B=valid_len_B)
+    caches = {**caches, "right": r["cache"]}
     if rc.score_head:
-      score_logit_B = out["score_logit_B"]
-    pend_r = emit(out["logits_BTV"][:, -1], key=k_rpend, emb_self_VD=E_r, emb_recv_VD=E_l,
-                  **emit_kw)
-    cache_r, len_r, rturn, _ = decode_turn(rc, opts, P["right"], cache_r, pend_r, len_r,
-                                           active_B, k_right, tau=P["tau"], emb_recv_VD=E_l)
-    right_ids_BM = rturn.ids_B
-    out, len_l = ingest(lc, P["left"], cache_l, rturn.e_recv_BR, len_l, active_B)
-    cache_l = out["cache"]
-    pend_l = emit(out["logits_BTV"][:, -1], key=k_lpend, emb_self_VD=E_l, emb_recv_VD=E_r,
-                  target_B=target0, **emit_kw)
+      w["score_logit_B"] = r["score_logit_B"]
+    pend_r = emit(r["logits_BTV"][:, -1], key=keys["rpend"], emb_self_VD=E_r, emb_recv_VD=E_l,
+                  **_emit_kw(spec, P))
+    w["pend_r"] = pend_r
+    out["ru"], out["ru_xs"] = begin_turn(pend_r, w["len_r"], active_B, keys["right"],
+                                         L.turn_len)
+    return caches, out
+  return _finish(spec, P, caches, out, x, window)
+
+
+def _right_written(spec, P, caches, state, x, window):
+  """Tall SLN, turn segment 5: the right lobe's turn is written; the left lobe reads it."""
+  carry, w = state["carry"], dict(state["w"])
+  E_l, E_r = _embeddings(spec, P)
+  w["len_r"], rturn, _ = end_turn(w["pend_r"], state["ru"], state["ru_ys"])
+  caches = {**caches, "right": constrain_cache(caches["right"])}
+  w["right_ids_BM"] = rturn.ids_B
+  out, w["len_l"] = ingest(spec.left, P["left"], caches["left"], rturn.e_recv_BR, w["len_l"],
+                           carry["active_B"])
+  caches = {**caches, "left": out["cache"]}
+  target0 = None if P["target_BM"] is None else P["target_BM"][:, 0]
+  w["pend_l"] = emit(out["logits_BTV"][:, -1], key=state["keys"]["lpend"], emb_self_VD=E_l,
+                     emb_recv_VD=E_r, target_B=target0, **_emit_kw(spec, P))
+  del w["pend_r"]
+  return _finish(spec, P, caches, {"carry": carry, "keys": state["keys"], "w": w}, x, window)
+
+
+def _finish(spec, P, caches, state, x, window):
+  """The score is fed back to the left lobe; the stopping rules halt examples; halted
+  examples are frozen. Ends the turn: state {"carry", "y"}."""
+  L, carry, w = spec.loop, state["carry"], state["w"]
+  t, active_B, lturn = x["t"], carry["active_B"], w["lturn"]
+  ids_BM, valid_BM = lturn.ids_B, w["valid_BM"]
+  right_ids_BM = w.get("right_ids_BM", jnp.zeros_like(ids_BM))
+  score_logit_B, pend_l, len_l = w["score_logit_B"], w["pend_l"], w["len_l"]
   score_B = jax.nn.sigmoid(score_logit_B)
   if spec.feeds_score:
-    e_BD = lobes.embed_score(lc, P["left"], score_B)
-    out, len_l = ingest(lc, P["left"], cache_l, e_BD[:, None], len_l, active_B)
-    cache_l = out["cache"]
-    pend_l = emit(out["logits_BTV"][:, -1], key=k_lpend, emb_self_VD=E_l, emb_recv_VD=E_r,
-                  target_B=target0, **emit_kw)
+    E_l, E_r = _embeddings(spec, P)
+    target0 = None if P["target_BM"] is None else P["target_BM"][:, 0]
+    e_BD = lobes.embed_score(spec.left, P["left"], score_B)
+    out, len_l = ingest(spec.left, P["left"], caches["left"], e_BD[:, None], len_l, active_B)
+    caches = {**caches, "left": out["cache"]}
+    pend_l = emit(out["logits_BTV"][:, -1], key=state["keys"]["lpend"], emb_self_VD=E_l,
+                  emb_recv_VD=E_r, target_B=target0, **_emit_kw(spec, P))
 
   # Stopping rules, in priority order: stop token, threshold, agreement, IDL limit.
-  reasons = [(HALT_STOP, has_stop_B)]
+  reasons = [(HALT_STOP, w["has_stop_B"])]
   if spec.scored and L.threshold is not None:
     reasons.append((HALT_THRESHOLD, score_B >= L.threshold))
   if L.stop_on_agreement:
@@ -248,10 +295,10 @@ def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
     halt_code_B = jnp.where(hit, code, halt_code_B)
   halting_B = active_B & (halt_code_B > 0)
 
-  new = {"pend_l": pend_l, "len_l": len_l, "len_r": len_r, "score_logit_B": score_logit_B,
+  new = {"pend_l": pend_l, "len_l": len_l, "len_r": w["len_r"], "score_logit_B": score_logit_B,
          "prev_ids_BM": ids_BM, "halt_B": jnp.where(halting_B, halt_code_B, carry["halt_B"]),
          "turns_B": carry["turns_B"] + 1, "active_B": active_B & ~halting_B}
-  carry = freeze(active_B, new, carry)
+  new_carry = freeze(active_B, new, carry)
   ys = {"left_ids": ids_BM, "left_valid": valid_BM, "left_logp": lturn.logp_B,
         "left_logp_target": lturn.logp_target_B, "left_emb": lturn.e_recv_BR,
         "right_ids": right_ids_BM, "score": score_B, "score_logit": score_logit_B,
@@ -259,7 +306,30 @@ def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
   ys = freeze(active_B, ys, jax.tree.map(jnp.zeros_like, ys))
   if window is not None:  # outputs of turns before the window carry no gradient
     ys = _gate(ys, t >= window["turns_B"] - window["k"], 0)
-  return {"left": cache_l, "right": cache_r}, carry, ys
+  return caches, {"carry": new_carry, "y": ys}
+
+
+def turn_program(spec: DialogueSpec):
+  """A turn as a step program (appendonly.Plain / Loop segments): the left lobe's token loop,
+  the right lobe's reply (and, in a tall SLN, its own token loop), the score fed back and the
+  stopping rules. One program serves rollout, plain scans and the append-only reverse pass."""
+  lc, rc, L = spec.left, spec.right, spec.loop
+  opts = {"mode": L.mode, "temperature": L.temperature, "cfgs": {"left": lc, "right": rc}}
+  seg = lambda f: Plain(lambda P, c, s, x, w: f(spec, P, c, s, x, w))
+  program = [seg(_start),
+             Loop(token_unit(lc, opts, "left", None if rc is None else "right", True),
+                  "lu", "lu_xs", "lu_ys"),
+             seg(_left_written)]
+  if spec.tall:
+    program += [Loop(token_unit(rc, opts, "right", "left", False), "ru", "ru_xs", "ru_ys"),
+                seg(_right_written)]
+  return program
+
+
+def turn(spec: DialogueSpec, P, caches, carry, x, window=None):
+  """One inner-dialogue turn for every example (halted ones frozen). Returns
+  (caches, carry, per-turn outputs)."""
+  return run_program(turn_program(spec), P, caches, carry, x, window)
 
 
 def _turn_xs(key, n):
@@ -322,7 +392,6 @@ def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_
   P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
                              k_pre, tau, target_BM, prompt_embeds_BPD)
   xs = _turn_xs(k_loop, L.max_turns)
-  step = lambda P_, c, kk, x, w: turn(spec, P_, c, kk, x, w)
   window_fn = window = None
   if k is not None:
     window_fn = lambda final: {"turns_B": final["turns_B"], "k": k}
@@ -330,7 +399,8 @@ def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_
       ahead = rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
                       target_BM, prompt_embeds_BPD)
       window = {"turns_B": ahead.turns_B, "k": k}
-  _, carry, ys = run_scan(step, P, caches, carry, xs, L.bptt_impl, window_fn, window)
+  _, carry, ys = run_scan(turn_program(spec), P, caches, carry, xs, L.bptt_impl,
+                         window_fn, window)
   return _dialogue(ys, carry)
 
 
