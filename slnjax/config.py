@@ -11,15 +11,20 @@ the key. Every field that ``train`` reads exists here, with its default:
   task.name / .config      a slnjax.data task and its builder config name ("" = default)
   task.overrides           builder-config fields (e.g. num_train); needs a new ``name``
   task.data_dir / .tokenizer / .train_split / .eval_split
+  task.bank.capacity / .item_len  the memory bank of each example (slnjax/data/bank.py;
+                           read only when model.memory.lobes is set)
   batch_size               global batch (all processes together)
   prompt_len, target_len   padded lengths (target_len None: model.loop.turn_len)
   model.kind               slnjax.sln.KINDS: single, self_reflection, homogeneous, tall,
                            lateralized
   model.left / .right      slnjax.lobes.LobeConfig fields (right: ignored by single/B/C)
   model.loop               slnjax.loop.LoopConfig fields (bptt_depth -1 or None: full)
+  model.memory             slnjax.memory.MemoryConfig fields; lobes () (default): no memory,
+                           else the lobes that read the selected memories (needs a task
+                           with a bank, an objective that reads it, and eval_every=0)
   objective.name           slnjax.objectives.REGISTRY; the other fields are that
                            objective's hyper-parameters (defaults filled in by ``finalize``)
-  optim.left / .right      lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
+  optim.left/.right/.memory lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
                            b1, b2, eps, weight_decay, clip_norm (0: none)
   tau.start/.end/.schedule soft-token temperature over training (constant|linear|cosine|
                            exponential)
@@ -37,7 +42,7 @@ import pkgutil
 
 from ml_collections import config_dict
 
-from slnjax import data, objectives, parallel, sln, soft_tokens
+from slnjax import data, memory, objectives, parallel, sln, soft_tokens
 from slnjax.lobes.config import LobeConfig
 from slnjax.loop import LoopConfig
 
@@ -87,16 +92,20 @@ def base_config() -> config_dict.ConfigDict:
   c.init_from = ""  # a workdir whose latest parameters start this run (e.g. SFT -> PPO)
   c.task = config_dict.ConfigDict(dict(
       name="addition", config="", overrides=config_dict.ConfigDict(), data_dir="",
-      tokenizer="byte", train_split="train", eval_split="test"))
+      tokenizer="byte", train_split="train", eval_split="test",
+      bank=config_dict.ConfigDict(dict(capacity=10, item_len=64))))
   c.batch_size = 16
   c.prompt_len = 16
   c.target_len = config_dict.placeholder(int)
   loop = _dataclass_dict(LoopConfig)
   loop.update(dict(turn_len=8, max_turns=3, mode="hard", threshold=0.5))
+  mem = _dataclass_dict(memory.MemoryConfig)
+  mem.lobes = ()  # no memory
   c.model = config_dict.ConfigDict(dict(kind="lateralized", left=lobe_dict(), right=lobe_dict(),
-                                        loop=loop))
+                                        loop=loop, memory=mem))
   c.objective = config_dict.ConfigDict(dict(name="sft"))
-  c.optim = config_dict.ConfigDict(dict(left=optim_dict(), right=optim_dict()))
+  c.optim = config_dict.ConfigDict(dict(left=optim_dict(), right=optim_dict(),
+                                        memory=optim_dict()))
   c.tau = config_dict.ConfigDict(dict(start=1.0, end=1.0, schedule="constant"))
   c.steps = 1000
   c.log_every = 50
@@ -217,7 +226,8 @@ def validate(c: config_dict.ConfigDict) -> None:
     loop_config(c)
   except (ValueError, TypeError) as e:
     raise ValueError(f"config.model.loop: {e}") from e
-  for name in ("left", "right"):
+  _validate_memory(c)
+  for name in ("left", "right", "memory"):
     o = c.optim[name]
     _check(o.schedule in SCHEDULES,
            f"config.optim.{name}.schedule={o.schedule!r}; expected one of {SCHEDULES}.")
@@ -233,6 +243,45 @@ def validate(c: config_dict.ConfigDict) -> None:
   _check(c.eval.mode == "" or c.eval.mode in soft_tokens.MODES,
          f"config.eval.mode={c.eval.mode!r}; expected '' or one of {soft_tokens.MODES}.")
   parallel.rules_from_config(c.mesh.rules or None)
+
+
+def _validate_memory(c: config_dict.ConfigDict) -> None:
+  try:
+    mcfg = memory_config(c)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config.model.memory: {e}") from e
+  if mcfg is None:
+    return
+  _check(c.task.name in data.TASKS_WITH_BANK,
+         f"config.model.memory.lobes={mcfg.lobes} but task {c.task.name!r} gives no memory bank "
+         f"(tasks with one: {data.TASKS_WITH_BANK}); set model.memory.lobes=() or change task.")
+  obj = objectives.REGISTRY.get(c.objective.name)
+  readers = sorted(n for n, o in objectives.REGISTRY.items() if o.memory)
+  _check(obj is None or obj.memory,
+         f"config.objective.name={c.objective.name!r} does not read a memory bank; with "
+         f"model.memory set use one of {readers}.")
+  _check(c.task.bank.capacity >= mcfg.k and c.task.bank.item_len >= 1,
+         f"config.task.bank: capacity={c.task.bank.capacity} must be >= model.memory.k="
+         f"{mcfg.k}, item_len={c.task.bank.item_len} >= 1.")
+  _check(c.eval_every == 0, "config.eval_every: evaluation (slnjax/evaluate.py) does not read "
+         "a memory bank yet; set eval_every=0 with model.memory.")
+  _check("right" not in mcfg.lobes or c.model.kind not in ("single",),
+         f"config.model.memory.lobes={mcfg.lobes}: kind {c.model.kind!r} has no right lobe.")
+
+
+def memory_config(c: config_dict.ConfigDict) -> memory.MemoryConfig | None:
+  """The memory selector's config, or None when model.memory.lobes is empty."""
+  d = c.model.memory.to_dict()
+  if not d.get("lobes"):
+    return None
+  return memory.MemoryConfig(**{**d, "lobes": tuple(d["lobes"])})
+
+
+def bank_shape(c: config_dict.ConfigDict) -> tuple[int, int] | None:
+  """(capacity, item_len) of the batches' memory banks, or None without memory."""
+  if memory_config(c) is None:
+    return None
+  return int(c.task.bank.capacity), int(c.task.bank.item_len)
 
 
 def lobe_config(c: config_dict.ConfigDict, name: str) -> LobeConfig:
@@ -252,7 +301,8 @@ def target_len(c: config_dict.ConfigDict) -> int:
 
 
 def build_model(c: config_dict.ConfigDict) -> sln.SLN:
-  return sln.build(c.model.kind, lobe_config(c, "left"), lobe_config(c, "right"), loop_config(c))
+  return sln.build(c.model.kind, lobe_config(c, "left"), lobe_config(c, "right"), loop_config(c),
+                   memory=memory_config(c))
 
 
 def eval_config(c: config_dict.ConfigDict):
