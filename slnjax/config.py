@@ -11,6 +11,8 @@ the key. Every field that ``train`` reads exists here, with its default:
   task.name / .config      a slnjax.data task and its builder config name ("" = default)
   task.overrides           builder-config fields (e.g. num_train); needs a new ``name``
   task.data_dir / .tokenizer / .train_split / .eval_split
+  task.bank.capacity / .item_len  the memory bank of each example (slnjax/data/bank.py;
+                           read only when model.memory.lobes is set)
   batch_size               global batch (all processes together)
   prompt_len, target_len   padded lengths (target_len None: model.loop.turn_len; wide
                            kinds: model.wide.answer_len)
@@ -23,9 +25,13 @@ the key. Every field that ``train`` reads exists here, with its default:
                            ignored by the wide kinds
   model.wide               slnjax.wide.WideConfig fields (wide kinds only; ``lateralized``
                            follows from the kind; bptt_depth -1 or None: full)
+  model.memory             slnjax.memory.MemoryConfig fields; lobes () (default): no memory,
+                           else the lobes that read the selected memories (dialogue kinds;
+                           needs a task with a bank, an objective that reads it, and
+                           eval_every=0)
   objective.name           slnjax.objectives.REGISTRY; the other fields are that
                            objective's hyper-parameters (defaults filled in by ``finalize``)
-  optim.left / .right      lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
+  optim.left/.right/.memory lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
                            b1, b2, eps, weight_decay, clip_norm (0: none)
   tau.start/.end/.schedule soft-token temperature over training (constant|linear|cosine|
                            exponential)
@@ -44,7 +50,7 @@ import pkgutil
 
 from ml_collections import config_dict
 
-from slnjax import data, objectives, parallel, sln, soft_tokens, wide
+from slnjax import data, memory, objectives, parallel, sln, soft_tokens, wide
 from slnjax.lobes.config import LobeConfig
 from slnjax.loop import LoopConfig
 from slnjax.wide.config import WideConfig
@@ -95,7 +101,8 @@ def base_config() -> config_dict.ConfigDict:
   c.init_from = ""  # a workdir whose latest parameters start this run (e.g. SFT -> PPO)
   c.task = config_dict.ConfigDict(dict(
       name="addition", config="", overrides=config_dict.ConfigDict(), data_dir="",
-      tokenizer="byte", train_split="train", eval_split="test"))
+      tokenizer="byte", train_split="train", eval_split="test",
+      bank=config_dict.ConfigDict(dict(capacity=10, item_len=64))))
   c.batch_size = 16
   c.prompt_len = 16
   c.target_len = config_dict.placeholder(int)
@@ -103,10 +110,13 @@ def base_config() -> config_dict.ConfigDict:
   loop.update(dict(turn_len=8, max_turns=3, mode="hard", threshold=0.5))
   wide_cfg = _dataclass_dict(WideConfig)
   del wide_cfg["lateralized"]  # set by the kind (wide / lateralized_wide)
+  mem = _dataclass_dict(memory.MemoryConfig)
+  mem.lobes = ()  # no memory
   c.model = config_dict.ConfigDict(dict(kind="lateralized", left=lobe_dict(), right=lobe_dict(),
-                                        loop=loop, wide=wide_cfg))
+                                        loop=loop, wide=wide_cfg, memory=mem))
   c.objective = config_dict.ConfigDict(dict(name="sft"))
-  c.optim = config_dict.ConfigDict(dict(left=optim_dict(), right=optim_dict()))
+  c.optim = config_dict.ConfigDict(dict(left=optim_dict(), right=optim_dict(),
+                                        memory=optim_dict()))
   c.tau = config_dict.ConfigDict(dict(start=1.0, end=1.0, schedule="constant"))
   c.steps = 1000
   c.log_every = 50
@@ -234,7 +244,8 @@ def validate(c: config_dict.ConfigDict) -> None:
       loop_config(c)
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.model.loop: {e}") from e
-  for name in ("left", "right"):
+  _validate_memory(c)
+  for name in ("left", "right", "memory"):
     o = c.optim[name]
     _check(o.schedule in SCHEDULES,
            f"config.optim.{name}.schedule={o.schedule!r}; expected one of {SCHEDULES}.")
@@ -255,6 +266,47 @@ def validate(c: config_dict.ConfigDict) -> None:
 def is_wide(c: config_dict.ConfigDict) -> bool:
   """A wide SLN (rows E, G: slnjax.wide) rather than a dialogue of two lobes."""
   return c.model.kind in wide.KINDS
+
+
+def _validate_memory(c: config_dict.ConfigDict) -> None:
+  try:
+    mcfg = memory_config(c)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"config.model.memory: {e}") from e
+  if mcfg is None:
+    return
+  _check(not is_wide(c), f"config.model.memory.lobes={mcfg.lobes}: the wide kinds do not read "
+         "memories; set model.memory.lobes=() or use a dialogue kind.")
+  _check(c.task.name in data.TASKS_WITH_BANK,
+         f"config.model.memory.lobes={mcfg.lobes} but task {c.task.name!r} gives no memory bank "
+         f"(tasks with one: {data.TASKS_WITH_BANK}); set model.memory.lobes=() or change task.")
+  obj = objectives.REGISTRY.get(c.objective.name)
+  readers = sorted(n for n, o in objectives.REGISTRY.items() if o.memory)
+  _check(obj is None or obj.memory,
+         f"config.objective.name={c.objective.name!r} does not read a memory bank; with "
+         f"model.memory set use one of {readers}.")
+  _check(c.task.bank.capacity >= mcfg.k and c.task.bank.item_len >= 1,
+         f"config.task.bank: capacity={c.task.bank.capacity} must be >= model.memory.k="
+         f"{mcfg.k}, item_len={c.task.bank.item_len} >= 1.")
+  _check(c.eval_every == 0, "config.eval_every: evaluation (slnjax/evaluate.py) does not read "
+         "a memory bank yet; set eval_every=0 with model.memory.")
+  _check("right" not in mcfg.lobes or c.model.kind not in ("single",),
+         f"config.model.memory.lobes={mcfg.lobes}: kind {c.model.kind!r} has no right lobe.")
+
+
+def memory_config(c: config_dict.ConfigDict) -> memory.MemoryConfig | None:
+  """The memory selector's config, or None when model.memory.lobes is empty."""
+  d = c.model.memory.to_dict()
+  if not d.get("lobes"):
+    return None
+  return memory.MemoryConfig(**{**d, "lobes": tuple(d["lobes"])})
+
+
+def bank_shape(c: config_dict.ConfigDict) -> tuple[int, int] | None:
+  """(capacity, item_len) of the batches' memory banks, or None without memory."""
+  if memory_config(c) is None:
+    return None
+  return int(c.task.bank.capacity), int(c.task.bank.item_len)
 
 
 def lobe_config(c: config_dict.ConfigDict, name: str) -> LobeConfig:
@@ -288,7 +340,8 @@ def target_len(c: config_dict.ConfigDict) -> int:
 def build_model(c: config_dict.ConfigDict) -> sln.SLN | wide.WideSLN:
   if is_wide(c):
     return sln.build(c.model.kind, lobe_config(c, "left"), None, wide_config(c))
-  return sln.build(c.model.kind, lobe_config(c, "left"), lobe_config(c, "right"), loop_config(c))
+  return sln.build(c.model.kind, lobe_config(c, "left"), lobe_config(c, "right"), loop_config(c),
+                   memory=memory_config(c))
 
 
 def eval_config(c: config_dict.ConfigDict):

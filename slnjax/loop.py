@@ -31,6 +31,7 @@ from slnjax.appendonly import Loop, Plain, run_program
 from slnjax.decode import (begin_turn, constrain_cache, emit, end_turn, freeze, ingest,
                            run_scan, token_unit)
 from slnjax.lobes.config import LobeConfig
+from slnjax.memory import dialogue as memory_inputs
 
 HALT_NONE, HALT_LIMIT, HALT_THRESHOLD, HALT_AGREEMENT, HALT_STOP = 0, 1, 2, 3, 4
 HALT_NAMES = {0: "running", 1: "idl_limit", 2: "threshold", 3: "agreement", 4: "stop_token"}
@@ -86,11 +87,13 @@ class DialogueSpec:
   def feeds_score(self) -> bool:
     return self.scored and self.loop.feed_score and self.left.score_input
 
-  def cache_lengths(self, prompt_len: int) -> tuple[int, int]:
+  def cache_lengths(self, prompt_len: int, prefix_left: int = 0,
+                    prefix_right: int = 0) -> tuple[int, int]:
+    """(left, right) cache lengths; a lobe's memory prefix (memory/dialogue.py) comes first."""
     m, n = self.loop.turn_len, self.loop.max_turns
     per_turn = m + (m if self.tall else 0) + (1 if self.feeds_score else 0)
     right = prompt_len + (2 * m * n if self.tall else m)
-    return prompt_len + n * per_turn, right
+    return prefix_left + prompt_len + n * per_turn, prefix_right + right
 
 
 class Dialogue(NamedTuple):
@@ -121,13 +124,20 @@ def _gate(tree, pass_B, batch_axis):
   return jax.tree.map(g, tree)
 
 
-def _prompt_inputs(cfg, prompt_ids_BP, prompt_embeds_BPD):
-  if prompt_embeds_BPD is None:
-    return {"ids": prompt_ids_BP}
-  if prompt_embeds_BPD.shape[-1] != cfg.d_model:
+def _prompt_inputs(cfg, params, prompt_ids_BP, prompt_embeds_BPD, prefix_BTD=None):
+  """The lobe's prefill input: the prompt (ids, or an encoder's embeddings), after its
+  memory prefix when it has one."""
+  if prompt_embeds_BPD is not None and prompt_embeds_BPD.shape[-1] != cfg.d_model:
     raise ValueError(f"Encoded prompt has width {prompt_embeds_BPD.shape[-1]} but a lobe has "
                      f"d_model={cfg.d_model}: an encoder must match both lobes' d_model.")
-  return {"embeds": prompt_embeds_BPD}
+  if prefix_BTD is None:
+    return {"ids": prompt_ids_BP} if prompt_embeds_BPD is None else {"embeds": prompt_embeds_BPD}
+  if prefix_BTD.shape[0] != prompt_ids_BP.shape[0] or prefix_BTD.shape[2] != cfg.d_model:
+    raise ValueError(f"A memory prefix of shape {prefix_BTD.shape} does not fit a lobe with "
+                     f"d_model={cfg.d_model} and a batch of {prompt_ids_BP.shape[0]}.")
+  x_BPD = (lobes.embed_ids(cfg, params, prompt_ids_BP) if prompt_embeds_BPD is None
+           else prompt_embeds_BPD.astype(cfg.compute_dtype))
+  return {"embeds": jnp.concatenate([prefix_BTD.astype(x_BPD.dtype), x_BPD], axis=1)}
 
 
 def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
@@ -135,34 +145,44 @@ def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
   """Encodes the prompt into each lobe's cache. Returns (P, caches, carry) for `turn`.
 
   `prompt_embeds_BPD` (optional): the prompt as an encoder's output, used instead of the
-  lobes' own embeddings of `prompt_ids_BP` (paper Fig. 2: an encoder before the loop).
+  lobes' own embeddings of `prompt_ids_BP` (paper Fig. 2: an encoder before the loop); or a
+  `memory.dialogue.Inputs` with those embeddings and per-lobe memory prefixes [B,T,D],
+  written before the prompt (the lobe's positions and cache grow by T).
   """
   lc, rc, L = spec.left, spec.right, spec.loop
   B, Pn = prompt_ids_BP.shape
   if target_BM is not None and target_BM.shape != (B, L.turn_len):
     raise ValueError(f"target ids have shape {target_BM.shape}; expected [B, turn_len] = "
                      f"{(B, L.turn_len)}.")
-  s_left, s_right = spec.cache_lengths(Pn)
+  prompt_embeds_BPD, prefix = memory_inputs.split_inputs(prompt_embeds_BPD)
+  if "right" in prefix and rc is None:
+    raise ValueError("A memory prefix for the right lobe, but this dialogue has none.")
+  t_l, t_r = (memory_inputs.prefix_len(prefix, n) for n in ("left", "right"))
+  s_left, s_right = spec.cache_lengths(Pn, t_l, t_r)
   prompt_len_B = prompt_len_B.astype(jnp.int32)
   E_l = lobes.embedding_matrix(lc, params_left)
   E_r = None if rc is None else lobes.embedding_matrix(rc, params_right)
-  out = lobes.apply(lc, params_left, **_prompt_inputs(lc, prompt_ids_BP, prompt_embeds_BPD),
+  out = lobes.apply(lc, params_left, **_prompt_inputs(lc, params_left, prompt_ids_BP,
+                                                      prompt_embeds_BPD, prefix.get("left")),
                     cache=lobes.init_cache(lc, B, s_left), start=jnp.zeros((B,), jnp.int32))
-  last_BV = jnp.take_along_axis(out["logits_BTV"], (prompt_len_B - 1)[:, None, None], 1)[:, 0]
+  last_BV = jnp.take_along_axis(out["logits_BTV"], (t_l + prompt_len_B - 1)[:, None, None],
+                                1)[:, 0]
   fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
   tau = jnp.asarray(tau, fdt)
   pend_l = emit(last_BV, mode=L.mode, key=key, tau=tau, temperature=L.temperature,
                 emb_self_VD=E_l, emb_recv_VD=E_r,
                 target_B=None if target_BM is None else target_BM[:, 0])
+  # "prompt_len_B": where the right lobe's prompt cache ends (its memory prefix included)
   P = {"left": params_left, "right": params_right, "tau": tau, "target_BM": target_BM,
-       "prompt_len_B": prompt_len_B, "rcache0": None}
+       "prompt_len_B": prompt_len_B + t_r, "rcache0": None}
   caches = {"left": out["cache"], "right": None}
-  carry = {"pend_l": pend_l, "len_l": prompt_len_B, "len_r": prompt_len_B,
+  carry = {"pend_l": pend_l, "len_l": prompt_len_B + t_l, "len_r": prompt_len_B + t_r,
            "active_B": jnp.ones((B,), bool), "turns_B": jnp.zeros((B,), jnp.int32),
            "halt_B": jnp.zeros((B,), jnp.int32), "score_logit_B": jnp.zeros((B,), fdt),
            "prev_ids_BM": jnp.full((B, L.turn_len), -1, jnp.int32)}
   if rc is not None:
-    rout = lobes.apply(rc, params_right, **_prompt_inputs(rc, prompt_ids_BP, prompt_embeds_BPD),
+    rout = lobes.apply(rc, params_right, **_prompt_inputs(rc, params_right, prompt_ids_BP,
+                                                          prompt_embeds_BPD, prefix.get("right")),
                        start=jnp.zeros((B,), jnp.int32), cache=lobes.init_cache(rc, B, s_right))
     if spec.tall:
       caches["right"] = rout["cache"]
@@ -409,19 +429,23 @@ def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d
   """The left lobe's whole context as input embeddings [B,S,D], rebuilt from a transcript.
 
   Written tokens enter as hard ids (a replay scores what was sampled), scores as the
-  learned score embedding of the recorded (stop-gradient) score. Returns (embeds_BSD,
-  token_pos_NBM): the context position of each left token (for gathering its logits).
+  learned score embedding of the recorded (stop-gradient) score. A left memory prefix
+  (`prompt_embeds_BPD` a `memory.dialogue.Inputs`, e.g. the replayed selection) comes first.
+  Returns (embeds_BSD, token_pos_NBM): the context position of each left token (for
+  gathering its logits).
   """
   lc, L = spec.left, spec.loop
   B, Pn = prompt_ids_BP.shape
   m, n = L.turn_len, L.max_turns
-  s_left, _ = spec.cache_lengths(Pn)
+  prompt_embeds_BPD, prefix = memory_inputs.split_inputs(prompt_embeds_BPD)
+  t_l = memory_inputs.prefix_len(prefix, "left")
+  s_left, _ = spec.cache_lengths(Pn, t_l)
   x_BSD = jnp.zeros((B, s_left, lc.d_model), lc.compute_dtype)
-  prompt_BPD = (lobes.embed_ids(lc, params_left, prompt_ids_BP) if prompt_embeds_BPD is None
-                else prompt_embeds_BPD.astype(lc.compute_dtype))
-  x_BSD = x_BSD.at[:, :Pn].set(prompt_BPD)
+  inp = _prompt_inputs(lc, params_left, prompt_ids_BP, prompt_embeds_BPD, prefix.get("left"))
+  first_BTD = inp["embeds"] if "embeds" in inp else lobes.embed_ids(lc, params_left, inp["ids"])
+  x_BSD = x_BSD.at[:, :t_l + Pn].set(first_BTD.astype(lc.compute_dtype))
   per_turn = m + (m if spec.tall else 0) + (1 if spec.feeds_score else 0)
-  base_NB = prompt_len_B[None, :] + per_turn * jnp.arange(n)[:, None]
+  base_NB = t_l + prompt_len_B[None, :] + per_turn * jnp.arange(n)[:, None]
   put = jax.vmap(lambda x, u, s: jax.lax.dynamic_update_slice_in_dim(x, u, s, axis=0))
   for i in range(n):
     x_BSD = put(x_BSD, lobes.embed_ids(lc, params_left, d.left_ids_NBM[i]), base_NB[i])

@@ -14,6 +14,12 @@ The ablation rows the paper plans (its §1 list) map onto kinds:
 
 A model is a frozen description (hashable: usable as a jit static argument); its
 parameters are a plain dict {"left": ..., "right": ...} ("right" absent for A and B).
+
+Memory (``build(..., memory=MemoryConfig(...))``): parameters gain "memory" (the selector
+and its n-gram encoder, trained with their own optimizer); ``read_memory`` selects from a
+bank once per dialogue (query: the prompt) and ``rollout`` / ``unroll`` take the result as
+``memory=``: the lobes named in ``MemoryConfig.lobes`` read the selected memories as a
+prefix of their context (slnjax/memory/dialogue.py).
 """
 from __future__ import annotations
 
@@ -23,9 +29,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from slnjax import lobes, loop
+from slnjax import lobes, loop, memory as memory_lib
 from slnjax.lobes.config import LobeConfig
 from slnjax.loop import LoopConfig
+from slnjax.memory import dialogue as memory_dialogue
 
 KINDS: dict[str, Callable] = {}
 
@@ -38,11 +45,21 @@ class SLN:
   trainable: tuple[str, ...] = ("left", "right")
   encoder: LobeConfig | None = None  # optional: encodes the prompt for both lobes (Fig. 2)
   decoder: LobeConfig | None = None  # optional: writes the answer after the loop (Fig. 2)
+  memory: memory_lib.MemoryConfig | None = None  # optional: a memory selector (see above)
 
   @property
   def lobe_names(self) -> tuple[str, ...]:
+    """The parameter groups (each with its own optimizer when trainable)."""
     names = ("left",) if (self.spec.right is None or self.shared) else ("left", "right")
-    return names + tuple(n for n in ("encoder", "decoder") if getattr(self, n) is not None)
+    return names + tuple(n for n in ("encoder", "decoder", "memory")
+                         if getattr(self, n) is not None)
+
+  def memory_dim(self) -> int | None:
+    """The key width a "lobe" memory encoder has (its first reading lobe's d_model)."""
+    m = self.memory
+    if m is None or m.encoder != "lobe":
+      return None
+    return (self.spec.left if m.lobes[0] == "left" else self.spec.right).d_model
 
   def lobe_config(self, name: str) -> LobeConfig:
     return {"left": self.spec.left, "right": self.spec.right, "encoder": self.encoder,
@@ -92,7 +109,8 @@ def _lateralized(left: LobeConfig, right: LobeConfig, loop_cfg: LoopConfig) -> S
 
 def build(kind: str, left: LobeConfig, right: LobeConfig | None = None,
           loop_cfg: LoopConfig = LoopConfig(), encoder: LobeConfig | None = None,
-          decoder: LobeConfig | None = None) -> SLN:
+          decoder: LobeConfig | None = None,
+          memory: memory_lib.MemoryConfig | None = None) -> SLN:
   if kind not in KINDS:
     raise ValueError(f"Unknown SLN kind {kind!r}; expected one of {sorted(KINDS)}.")
   model = KINDS[kind](left, right, loop_cfg)
@@ -107,6 +125,15 @@ def build(kind: str, left: LobeConfig, right: LobeConfig | None = None,
     if encoder is not None and decoder.d_model != encoder.d_model:
       raise ValueError(f"decoder d_model={decoder.d_model} must equal the encoder's "
                        f"{encoder.d_model}.")
+  if memory is not None:
+    if not isinstance(model, SLN):
+      raise ValueError(f"SLN kind {kind!r} does not read a memory bank (dialogue kinds do: "
+                       f"{sorted(k for k in KINDS if 'wide' not in k)}).")
+    if "right" in memory.lobes and model.spec.right is None:
+      raise ValueError(f"MemoryConfig.lobes={memory.lobes} names the right lobe, but kind "
+                       f"{kind!r} has none: use lobes=('left',).")
+    return dataclasses.replace(model, encoder=encoder, decoder=decoder, memory=memory,
+                               trainable=model.trainable + ("memory",))
   return dataclasses.replace(model, encoder=encoder, decoder=decoder)
 
 
@@ -121,6 +148,9 @@ def init(model: SLN, rng) -> dict:
     params["encoder"] = lobes.init(model.encoder, k_enc)
   if model.decoder is not None:
     params["decoder"] = lobes.init(model.decoder, k_dec)
+  if model.memory is not None:  # its own key: the lobes' initialisation is unchanged
+    params["memory"] = memory_lib.init(model.memory, jax.random.fold_in(rng, 5),
+                                       model.memory_dim())
   if "right" in model.lobe_names:
     if model.kind == "homogeneous":
       params["right"] = jax.tree.map(lambda x: x.copy(), params["left"])
@@ -133,7 +163,11 @@ def logical_axes(model: SLN) -> dict:
   """PartitionSpecs over logical axis names, the structure of ``init``'s parameters."""
   if isinstance(model, _wide.WideSLN):
     return _wide.logical_axes(model)
-  return {name: lobes.logical_axes(model.lobe_config(name)) for name in model.lobe_names}
+  out = {name: lobes.logical_axes(model.lobe_config(name)) for name in model.lobe_names
+         if name != "memory"}
+  if model.memory is not None:
+    out["memory"] = memory_lib.logical_axes(model.memory, model.memory_dim())
+  return out
 
 
 def roles(model: SLN, params: dict):
@@ -150,16 +184,46 @@ def encode(model: SLN, params, prompt_ids_BP):
   return lobes.apply(model.encoder, params["encoder"], ids=prompt_ids_BP)["hidden_BTD"]
 
 
-def rollout(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None):
+def read_memory(model: SLN, params, prompt_ids_BP, prompt_len_B, bank: memory_lib.Bank, rng,
+                tau=1.0, forced=None) -> memory_dialogue.Read:
+  """Selects memories for each example from its bank (query: the prompt), embedded for
+  every lobe in ``model.memory.lobes``. ``forced`` = (index_BJ, valid_BJ): replay a
+  recorded choice (one-hot, its log-prob under the current selector)."""
+  if model.memory is None:
+    raise ValueError(f"This SLN (kind {model.kind!r}) has no memory: build it with "
+                     "memory=MemoryConfig(...).")
+  pl, pr = roles(model, params)
+  named = {"left": (model.spec.left, pl),
+           "right": None if pr is None else (model.spec.right, pr)}
+  return memory_dialogue.read(model.memory, params["memory"], bank, named, prompt_ids_BP,
+                              prompt_len_B, rng, tau, forced)
+
+
+def _inputs(model: SLN, params, prompt_ids_BP, memory):
+  """The prompt inputs of the loop: encoder embeddings and the memory prefixes."""
+  enc = encode(model, params, prompt_ids_BP)
+  if model.memory is None:
+    if memory is not None:
+      raise ValueError("memory= was given but this SLN has no memory (build(memory=...)).")
+    return enc
+  if memory is None:
+    raise ValueError("This SLN reads a memory bank: pass memory=sln.read_memory(model, "
+                     "params, prompt_ids, prompt_len, bank, rng, tau).")
+  return memory_dialogue.Inputs(enc, memory.prefix)
+
+
+def rollout(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None,
+            memory: memory_dialogue.Read | None = None):
   pl, pr = roles(model, params)
   return loop.rollout(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM,
-                      encode(model, params, prompt_ids_BP))
+                      _inputs(model, params, prompt_ids_BP, memory))
 
 
-def unroll(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None):
+def unroll(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None,
+           memory: memory_dialogue.Read | None = None):
   pl, pr = roles(model, params)
   return loop.unroll(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM,
-                     encode(model, params, prompt_ids_BP))
+                     _inputs(model, params, prompt_ids_BP, memory))
 
 
 def decode_answer(model: SLN, params, prompt_ids_BP, prompt_len_B, d: loop.Dialogue,

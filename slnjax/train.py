@@ -114,6 +114,11 @@ def make_train_step(config: config_dict.ConfigDict, mesh) -> TrainStep:
   B, P, M = config.batch_size, config.prompt_len, cfg.target_len(config)
   shapes = {**{k: (B, P) for k in BATCH_KEYS_BP}, **{k: (B,) for k in BATCH_KEYS_B},
             **{k: (B, P + M) for k in BATCH_KEYS_BT}, "target_ids": (B, M)}
+  bank = cfg.bank_shape(config)
+  if bank is not None:  # the examples' memory banks (slnjax/data/bank.py)
+    C, L = bank
+    shapes.update(memory_ids=(B, C, L), memory_len=(B, C), memory_mask=(B, C),
+                  memory_relevant=(B, C))
   abstract_batch = {k: jax.ShapeDtypeStruct(s, jnp.int32, sharding=b_sh) for k, s in shapes.items()}
   batch_sh = {k: b_sh for k in shapes}
 
@@ -301,7 +306,8 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
   train_source, eval_source = load_sources(config)
   B, P, M = config.batch_size, config.prompt_len, cfg.target_len(config)
   ds = data.make_dataset(train_source, tokenizer, batch_size=data.per_process_batch_size(B),
-                         prompt_len=P, target_len=M, seed=config.seed, shuffle=True)
+                         prompt_len=P, target_len=M, seed=config.seed, shuffle=True,
+                         bank=cfg.bank_shape(config))
   it = iter(ds)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   start = ckpt.latest_step()

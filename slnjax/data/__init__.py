@@ -6,6 +6,7 @@
     it = iter(ds); batch = next(it); state = it.get_state()     # resumable
     correct_b = verify_batch("addition", source, batch["index"], answers)
 """
+from slnjax.data.bank import TASKS_WITH_BANK, encode_bank
 from slnjax.data.pipeline import (
     encode_record,
     global_batch,

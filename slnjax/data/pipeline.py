@@ -14,6 +14,7 @@ with `drop_remainder=True`). Batches are dicts of int32 numpy arrays, B = per-pr
   difficulty  [B]     the record's difficulty
   index       [B]     record index in the split's source: `source[index]` -> raw record
   valid       [B]     1 for real rows, 0 for rows that only pad the final eval batch
+  memory_*            with bank=(capacity, item_len): the record's memory bank (bank.py)
 
 Packed batches (`pack=True`, SFT) carry only ids, prompt_mask, loss_mask, segment_ids
 (1, 2, ... per packed example, 0 on padding) and positions, all [B, T].
@@ -28,6 +29,7 @@ import grain
 import jax
 import numpy as np
 
+from slnjax.data import bank as bank_lib
 from slnjax.data import storage
 from slnjax.data.tasks import base
 from slnjax.data.tokenizers import ByteTokenizer, Tokenizer
@@ -105,7 +107,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], tokenizer: Tokenizer | Non
                  shard: grain.sharding.ShardOptions | None = None,
                  drop_remainder: bool = True, pad_final_batch: bool = False,
                  pack: bool = False, overflow: str = "error",
-                 num_threads: int = 4, prefetch: int = 64) -> grain.IterDataset:
+                 num_threads: int = 4, prefetch: int = 64,
+                 bank: tuple[int, int] | None = None) -> grain.IterDataset:
     """A grain IterDataset of per-process batches of `source` (a split's record source).
 
     batch_size: per-process rows (see `per_process_batch_size`). num_epochs None repeats
@@ -113,12 +116,17 @@ def make_dataset(source: Sequence[Mapping[str, Any]], tokenizer: Tokenizer | Non
     `ShardByJaxProcess()`). pad_final_batch (finite epochs, no packing): the last batch is
     filled with valid=0 rows, and every shard yields the same number of batches, as
     `jax.make_array_from_process_local_data` needs. overflow: "error" or "truncate" for
-    examples longer than the lengths.
+    examples longer than the lengths. bank: (capacity, item_len) adds each record's memory
+    bank (bank.py; its order is seeded by `seed` and the record index).
     """
     tokenizer = tokenizer or ByteTokenizer()
     seq_len = seq_len or prompt_len + target_len
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
+    if bank is not None:
+        if pack:
+            raise ValueError("A memory bank is per example: it cannot be packed (pack=False).")
+        bank_lib.check_shape(*bank)
     if pad_final_batch and (num_epochs is None or pack):
         raise ValueError("pad_final_batch needs a finite num_epochs and pack=False")
     shard = shard or grain.sharding.ShardByJaxProcess()
@@ -135,8 +143,14 @@ def make_dataset(source: Sequence[Mapping[str, Any]], tokenizer: Tokenizer | Non
     lengths = dict(prompt_len=prompt_len, target_len=target_len, seq_len=seq_len,
                    overflow=overflow)
 
+    def with_bank(ex: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+        if bank is None:
+            return ex
+        return {**ex, **bank_lib.encode_bank(source[i], i, tokenizer, capacity=bank[0],
+                                             item_len=bank[1], seed=seed)}
+
     def load(i: int) -> dict[str, np.ndarray]:
-        return encode_record(source[int(i)], int(i), tokenizer, **lengths)
+        return with_bank(encode_record(source[int(i)], int(i), tokenizer, **lengths), int(i))
 
     if pad_final_batch:
         largest = math.ceil(len(source) / shard.shard_count) if not shard.drop_remainder \
@@ -147,7 +161,8 @@ def make_dataset(source: Sequence[Mapping[str, Any]], tokenizer: Tokenizer | Non
         def load_or_fill(i: int) -> dict[str, np.ndarray]:
             if i < len(real):
                 return load(real[i])
-            return encode_record(source[filler], filler, tokenizer, valid=False, **lengths)
+            return with_bank(encode_record(source[filler], filler, tokenizer, valid=False,
+                                           **lengths), filler)
 
         ds = grain.MapDataset.range(total).map(load_or_fill)
     else:

@@ -12,13 +12,10 @@ soft rows are attention read-outs (a convex mix of items, position by position),
 straight-through rows carry the relaxed gradient to the selector. Padding tokens of an item
 and unfilled slots enter as zero vectors.
 
-Not wired into the dialogue loop yet (``MemoryConfig.lobes`` is not read anywhere). The plan
-for slnjax/loop.py, per lobe named in ``MemoryConfig.lobes``: before
-a lobe's turn, ``read`` with the turn's query (the prompt, or the other lobe's last turn) and
-``ingest_prefix`` into that lobe's cache at its write position; the lobe's cache length grows by
-k * L per turn (DialogueSpec.cache_lengths), and the selection's ``logp_B`` joins the
-REINFORCE / PPO terms of the objective. The facts experiment (experiments/facts_memory.py) uses
-the one-turn case: the memories are prepended before the question.
+In the dialogue loop (memory/dialogue.py, loop.prefill), one read per dialogue, with the prompt
+as the query, gives each lobe named in ``MemoryConfig.lobes`` the selected memories as a
+prefix of its context, so every turn of that lobe attends to them. The facts experiment
+(experiments/facts_memory.py) uses this reader outside the loop, with its own small lobe.
 """
 from __future__ import annotations
 
@@ -35,6 +32,7 @@ from slnjax.memory.selection import MODES, Selection, select
 from slnjax.memory.selectors import KINDS, Selector
 
 ENCODERS = ("ngram", "lobe")
+LOBES = ("left", "right")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +47,8 @@ class MemoryConfig:
   encoder: str = "ngram"  # "ngram" (learned hashed n-grams) | "lobe" (a lobe's hidden states)
   key_dim: int = 64  # ngram encoder width (a "lobe" encoder has the lobe's d_model)
   buckets: int = 4096
-  lobes: tuple[str, ...] = ("left",)  # which lobes read memories before each turn
+  lobes: tuple[str, ...] = ("left",)  # which lobes read the memories (prefix of their context)
+  tau: float | None = None  # relaxation temperature (soft, gumbel_st); None: the loop's tau
 
   def __post_init__(self):
     if self.selector not in KINDS:
@@ -58,6 +57,15 @@ class MemoryConfig:
       raise ValueError(f"MemoryConfig.mode={self.mode!r}; expected one of {MODES}.")
     if self.encoder not in ENCODERS:
       raise ValueError(f"MemoryConfig.encoder={self.encoder!r}; expected one of {ENCODERS}.")
+    lobes_ = tuple(self.lobes)
+    if not lobes_ or any(n not in LOBES for n in lobes_) or len(set(lobes_)) != len(lobes_):
+      raise ValueError(f"MemoryConfig.lobes={self.lobes!r}: name one or both of {LOBES}, "
+                       "each once.")
+    object.__setattr__(self, "lobes", lobes_)  # a list from a config file: hashable again
+    if self.k < 1:
+      raise ValueError(f"MemoryConfig.k={self.k} must be >= 1.")
+    if self.tau is not None and self.tau <= 0:
+      raise ValueError(f"MemoryConfig.tau={self.tau} must be > 0 (or None: the loop's tau).")
 
   def selector_module(self) -> Selector:
     return Selector(self.selector, self.hidden, self.heads, residual=self.residual)
@@ -66,6 +74,10 @@ class MemoryConfig:
 def init(cfg: MemoryConfig, rng, dim: int | None = None) -> dict:
   """{"encoder": ngram table (ngram encoder only), "selector": ...}. `dim`: the key width
   (required for a "lobe" encoder: the lobe's d_model)."""
+  return nn.meta.unbox(_init_boxed(cfg, rng, dim))
+
+
+def _init_boxed(cfg: MemoryConfig, rng, dim: int | None):
   k_enc, k_sel = jax.random.split(rng)
   params = {}
   if cfg.encoder == "ngram":
@@ -77,7 +89,14 @@ def init(cfg: MemoryConfig, rng, dim: int | None = None) -> dict:
   q = jnp.zeros((1, dim))
   params["selector"] = cfg.selector_module().init(k_sel, q, jnp.zeros((1, 2, dim)),
                                                   jnp.ones((1, 2), bool))["params"]
-  return nn.meta.unbox(params)
+  return params
+
+
+def logical_axes(cfg: MemoryConfig, dim: int | None = None) -> dict:
+  """PartitionSpecs over logical axis names, the structure of ``init``'s parameters
+  (unannotated leaves, e.g. LayerNorm scales, are replicated)."""
+  boxed = jax.eval_shape(lambda r: _init_boxed(cfg, r, dim), jax.random.key(0))
+  return nn.get_partition_spec(boxed)
 
 
 def encode(cfg: MemoryConfig, params, ids_NL, len_N, lobe=None):

@@ -18,6 +18,11 @@ self-play). The train loop looks objectives up by name (``get``) — never by `i
   objective's ``reward == "verifier"``, the train loop adds ``rollout["reward_NB"]``
   (task verifier on the decoded turns, 1.0 / 0.0) on the host before calling ``loss``.
 - ``metrics``: scalar arrays; fetched only when logged.
+- Memory: a model built with a ``MemoryConfig`` reads each example's bank from the batch
+  (``memory_ids`` [B,C,L], ``memory_len``, ``memory_mask``, ``memory_relevant`` [B,C]; see
+  slnjax/data/bank.py) through ``read_memory``; only objectives registered with
+  ``memory=True`` accept such a model (config.validate). ``sample`` records the choice in
+  the rollout (``memory_index`` [R,J], ``memory_valid`` [R,J], ``memory_logp`` [R]).
 
 Hyper-parameters: ``hparams(obj, cfg)`` merges ``config.objective`` over ``obj.defaults``
 (an unknown key is an error); a string ``inner_steps`` names one of them.
@@ -37,7 +42,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from slnjax import loop, sln
+from slnjax import loop, memory, sln
 from slnjax.sln import SLN
 
 
@@ -60,6 +65,7 @@ class Objective:
   inner_done: Callable | None = None  # (metrics) -> bool: stop inner updates early
   frozen_copies: tuple[str, ...] = ()  # subset of ("ref", "prev")
   defaults: dict = dataclasses.field(default_factory=dict)  # hyper-parameters and values
+  memory: bool = False  # reads a memory bank when the model has one (batch["memory_*"])
 
 
 REGISTRY: dict[str, Objective] = {}
@@ -110,6 +116,46 @@ def dialogue(rollout: dict) -> loop.Dialogue:
   return loop.Dialogue(**{k: rollout[k] for k in loop.Dialogue._fields})
 
 
+MEMORY_STREAM = 0x3E3  # fold_in(rng, MEMORY_STREAM): the key of the memory selection
+
+
+def batch_bank(batch, rows_R=None) -> memory.Bank:
+  """The batch's memory banks (rows ``rows_R`` of them) as a ``memory.Bank``."""
+  if "memory_ids" not in batch:
+    raise ValueError("This model reads a memory bank, but the batch has no memory_ids: build "
+                     "the dataset with make_dataset(..., bank=(capacity, item_len)) from a task "
+                     "with facts (config.task.bank).")
+  take = (lambda x: jnp.asarray(x)) if rows_R is None else (lambda x: jnp.asarray(x)[rows_R])
+  ids_RCL, len_RC, mask_RC = (take(batch[k]) for k in ("memory_ids", "memory_len",
+                                                       "memory_mask"))
+  keys_RC1 = jnp.zeros(mask_RC.shape + (1,), jnp.float32)  # unused: the reader re-encodes
+  return memory.from_arrays(keys_RC1, ids_RCL, len_RC, mask_RC)
+
+
+def read_memory(ctx: Context, params, batch, rng, rows_R=None, forced=None):
+  """The model's memory read for the batch's prompts (rows ``rows_R``), or None when the
+  model has no memory. ``forced`` = (index, valid): replay a recorded choice."""
+  if ctx.model.memory is None:
+    return None
+  ids = jnp.asarray(batch["prompt_ids"])
+  lens = jnp.asarray(batch["prompt_len"])
+  if rows_R is not None:
+    ids, lens = ids[rows_R], lens[rows_R]
+  return sln.read_memory(ctx.model, params, ids, lens, batch_bank(batch, rows_R),
+                         jax.random.fold_in(rng, MEMORY_STREAM), ctx.tau, forced)
+
+
+def memory_metrics(read, batch, rows_R=None, weight_R=None) -> dict:
+  """Selector reports: precision of the chosen slots against the relevant facts."""
+  if read is None or "memory_relevant" not in batch:
+    return {}
+  rel = jnp.asarray(batch["memory_relevant"])
+  rel = rel if rows_R is None else rel[rows_R]
+  p_R = memory.precision_at_k(read.sel, rel)
+  w_R = jnp.ones_like(p_R) if weight_R is None else weight_R
+  return {"memory_precision": (w_R * p_R).sum() / jnp.maximum(w_R.sum(), 1.0)}
+
+
 def sample(ctx: Context, params, batch, rng, repeat: int = 1) -> dict:
   """A no-gradient rollout of the model under ``params`` for every prompt of the batch,
   each prompt ``repeat`` times (consecutive rows)."""
@@ -117,5 +163,11 @@ def sample(ctx: Context, params, batch, rng, repeat: int = 1) -> dict:
   row_R = jnp.repeat(jnp.arange(B, dtype=jnp.int32), repeat)
   ids_RP = jnp.asarray(batch["prompt_ids"])[row_R]
   len_R = jnp.asarray(batch["prompt_len"])[row_R]
-  d = sln.rollout(ctx.model, params, ids_RP, len_R, rng, ctx.tau)
-  return make_rollout(d, ids_RP, len_R, row_R)
+  mem = read_memory(ctx, params, batch, rng, row_R)
+  d = sln.rollout(ctx.model, params, ids_RP, len_R, rng, ctx.tau, memory=mem)
+  out = make_rollout(d, ids_RP, len_R, row_R)
+  if mem is not None:
+    sg = jax.lax.stop_gradient
+    out.update(memory_index=mem.sel.index_BJ, memory_valid=mem.sel.valid_BJ,
+               memory_logp=sg(mem.sel.logp_B))
+  return out

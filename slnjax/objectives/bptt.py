@@ -12,6 +12,11 @@ Both lobes learn from it where the left lobe reads them (the critic's score feed
 tall right lobe's turns). ``critic_weight`` > 0 adds the critic's eq. 7 with the unrolled
 turns as negatives (critic_bce.py).
 
+With a memory (model.memory): the selection is read once per dialogue (base.read_memory);
+"soft" / "gumbel_st" learn the selector through the prefix the lobes read, "sample" by
+REINFORCE on its log-prob with the reward -CE per token of the example (batch-mean
+baseline).
+
 target_ids [B,M] needs M <= loop.turn_len (one turn is a whole answer); shorter targets are
 padded. Hyper-parameters: critic_weight (0.0), critic_negatives ("final").
 No rollout, reward or frozen copy; one update per batch.
@@ -21,9 +26,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from slnjax import sln
+from slnjax import memory, sln
 from slnjax.objectives import critic_bce
-from slnjax.objectives.base import (Objective, batch_valid, hparams, make_rollout, register)
+from slnjax.objectives.base import (Objective, batch_valid, hparams, make_rollout,
+                                    memory_metrics, read_memory, register)
 
 DEFAULTS = {"critic_weight": 0.0, "critic_negatives": "final"}
 
@@ -47,8 +53,9 @@ def bptt_loss(ctx, params, frozen, batch, rollout, rng):
   if model.spec.loop.bptt_depth == 0:
     raise ValueError("bptt with loop.bptt_depth=0 has no gradient: use None (full) or k > 0.")
   target_BM, tl_B = target_for_turn(model, batch)
+  mem = read_memory(ctx, params, batch, rng)
   d = sln.unroll(model, params, batch["prompt_ids"], batch["prompt_len"], rng, ctx.tau,
-                 target_BM)
+                 target_BM, memory=mem)
   lp_BM = jnp.take_along_axis(d.left_logp_target_NBM, (d.turns_B - 1)[None, :, None],
                               axis=0)[0]
   v_B = batch_valid(batch)
@@ -56,8 +63,13 @@ def bptt_loss(ctx, params, frozen, batch, rollout, rng):
   ce = -(mask_BM * lp_BM).sum() / jnp.maximum(mask_BM.sum(), 1.0)
   n = jnp.maximum(v_B.sum(), 1.0)
   metrics = {"ce": ce, "turns_mean": (v_B * d.turns_B).sum() / n,
-             "final_score": (v_B * d.final_score_B).sum() / n}
+             "final_score": (v_B * d.final_score_B).sum() / n,
+             **memory_metrics(mem, batch, weight_R=v_B)}
   loss = ce
+  if mem is not None and model.memory.mode == "sample":
+    ce_B = -(mask_BM * lp_BM).sum(1) / jnp.maximum(mask_BM.sum(1), 1.0)
+    pg = memory.reinforce_loss(mem.sel.logp_B, jax.lax.stop_gradient(-ce_B), weight_B=v_B)
+    loss, metrics["memory_pg"] = loss + pg, pg
   if hp["critic_weight"]:
     critic_bce.require_critic(model, "bptt with critic_weight > 0")
     ro = make_rollout(jax.tree.map(jax.lax.stop_gradient, d), batch["prompt_ids"],
@@ -71,4 +83,4 @@ def bptt_loss(ctx, params, frozen, batch, rollout, rng):
   return loss, metrics
 
 
-BPTT = register(Objective("bptt", bptt_loss, defaults=DEFAULTS))
+BPTT = register(Objective("bptt", bptt_loss, defaults=DEFAULTS, memory=True))

@@ -28,9 +28,10 @@ import jax
 import jax.numpy as jnp
 
 from slnjax import loop, sln
+from slnjax.memory import dialogue as memory_dialogue
 from slnjax.objectives import critic_bce
-from slnjax.objectives.base import (Objective, batch_valid, dialogue, hparams, register,
-                                    sample)
+from slnjax.objectives.base import (Objective, batch_valid, dialogue, hparams, memory_metrics,
+                                    read_memory, register, sample)
 
 SAMPLING_MODES = ("hard", "straight_through", "gumbel_st")  # exact one-hot tokens forward
 
@@ -72,11 +73,28 @@ def token_mask(rollout, batch):
   return m * v_R[None, :, None]
 
 
-def replay(model: sln.SLN, params, rollout):
-  """Teacher-forced (logp_NRM, entropy_NRM) of the rollout's left turns under ``params``."""
+def replay(model: sln.SLN, params, rollout, mem=None):
+  """Teacher-forced (logp_NRM, entropy_NRM) of the rollout's left turns under ``params``
+  (``mem``: the replayed memory read, whose left prefix the left lobe reads first)."""
   pl, _ = sln.roles(model, params)
+  inputs = None if mem is None else memory_dialogue.Inputs(None, mem.prefix)
   return loop.replay_logp(model.spec, pl, rollout["prompt_ids"], rollout["prompt_len"],
-                          dialogue(rollout))
+                          dialogue(rollout), prompt_embeds_BPD=inputs)
+
+
+def replay_memory(ctx, params, batch, rollout, rng, who: str):
+  """The rollout's recorded memory choice under the current selector (one-hot prefix and
+  its log-prob), or None without memory. The choice must be a sample of the selector's
+  Plackett-Luce policy (mode "sample" or "gumbel_st") for the score function to hold."""
+  model = ctx.model
+  if model.memory is None:
+    return None
+  if model.memory.mode not in ("sample", "gumbel_st"):
+    raise ValueError(f"{who} learns the memory selector by its log-prob: model.memory.mode="
+                     f"{model.memory.mode!r} is not a sample of it; use 'sample' (or "
+                     "'gumbel_st').")
+  return read_memory(ctx, params, batch, rng, rollout["batch_row"],
+                     (rollout["memory_index"], rollout["memory_valid"]))
 
 
 def add_critic_term(model, params, batch, rollout, hp, loss, metrics, weight=None):
@@ -101,7 +119,7 @@ def rloo_baseline(R_BK):
 
 def _score_function_loss(name, reward, loo):
   def loss_fn(ctx, params, frozen, batch, rollout, rng):
-    del frozen, rng
+    del frozen
     hp = hparams(REGISTRY_LOCAL[name], ctx.cfg)
     model = ctx.model
     check_sampling(model, name)
@@ -109,8 +127,11 @@ def _score_function_loss(name, reward, loo):
       critic_bce.require_critic(model, f"{name} (reward: the critic's score)")
     R_R = final_turn(turn_rewards(rollout, reward), rollout["turns_B"])
     mask_NRM = token_mask(rollout, batch)
-    logp_NRM, ent_NRM = replay(model, params, rollout)
+    mem = replay_memory(ctx, params, batch, rollout, rng, name)
+    logp_NRM, ent_NRM = replay(model, params, rollout, mem)
     lp_R = (mask_NRM * logp_NRM).sum((0, 2))
+    if mem is not None:  # the trajectory includes the memory choice
+      lp_R = lp_R + mem.sel.logp_B
     v_R = batch_valid(batch)[rollout["batch_row"]]
     if loo:
       B = batch["prompt_ids"].shape[0]
@@ -127,7 +148,8 @@ def _score_function_loss(name, reward, loo):
     metrics = {"pg_loss": pg, "reward_mean": (v_R * R_R).sum() / n,
                "advantage_abs": (v_R * jnp.abs(adv_R)).sum() / n,
                "entropy": (mask_NRM * ent_NRM).sum() / jnp.maximum(mask_NRM.sum(), 1.0),
-               "turns_mean": (v_R * rollout["turns_B"]).sum() / n}
+               "turns_mean": (v_R * rollout["turns_B"]).sum() / n,
+               **memory_metrics(mem, batch, rollout["batch_row"], v_R)}
     loss = add_critic_term(model, params, batch, rollout, hp, pg, metrics)
     metrics["loss"] = loss
     return loss, metrics
@@ -150,4 +172,4 @@ for _name, _reward, _loo in (("reinforce", "critic", False), ("reinforce_verifie
   _defaults = {**_COMMON, **({"samples": 4} if _loo else {"baseline": "mean"})}
   REGISTRY_LOCAL[_name] = register(Objective(
       _name, _score_function_loss(_name, _reward, _loo), rollout_fn=_rollout_fn(_name),
-      reward=_reward, defaults=_defaults))
+      reward=_reward, defaults=_defaults, memory=True))
