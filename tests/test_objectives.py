@@ -385,7 +385,8 @@ def test_self_play_matches_hand_and_stops(lat, rollout0):
       model, params["right"], make_batch(), rollout0, "final"), rtol=1e-10)
   assert m["satisfied"] == float(rollout0["final_score_B"].mean() >= 0.99)
   done = O.get("self_play").inner_done
-  assert done({"satisfied": np.float32(1.0)}) and not done({"satisfied": np.float32(0.0)})
+  jdone = jax.jit(done)  # the train loop evaluates it inside the jitted step
+  assert jdone({"satisfied": np.float32(1.0)}) and not jdone({"satisfied": np.float32(0.0)})
 
 
 # --- through soft tokens: GAN, BPTT ----------------------------------------------------------

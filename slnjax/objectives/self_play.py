@@ -68,8 +68,9 @@ def self_play_loss(ctx, params, frozen, batch, rollout, rng):
   return loss, metrics
 
 
-def critic_satisfied(metrics) -> bool:
-  return float(metrics["satisfied"]) > 0.5
+def critic_satisfied(metrics) -> jax.Array:
+  """Traced: the train loop evaluates it inside the jitted step."""
+  return metrics["satisfied"] > 0.5
 
 
 SELF_PLAY = register(Objective("self_play", self_play_loss, reward="critic",
