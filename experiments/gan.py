@@ -3,9 +3,12 @@ r"""python -m slnjax.main --config experiments/sft.py --workdir /tmp/sln/sft && 
 GAN (Alg. 1) from the SFT parameters: the left lobe generates through straight-through
 tokens (exact one-hot forward, soft gradient), the critic discriminates x + y_true from
 x + G(x), and the generator learns to fool it through the differentiable unroll.
-Not measured yet: this full-size run was not made (the session's CPU time went to the SFT,
-critic and ablation runs). Its smoke version is what tests/test_train.py trains; expect a
-rollout-based step to run at ~0.3-1 steps/s on 2 cores (critic_bce measured 1.1 steps/s).
+Run time (2-core CPU, measured 2026-12-01, sharing the cores with test runs): 6.9 min
+after the SFT run (300 steps at ~0.8 steps/s, then eval).
+Result: the discriminator wins (D(real) 0.997, D(fake) 0.002, generator loss 6.0) and the
+generator's gradient through the straight-through tokens pulls it away from the SFT
+answers: on 512 test problems accuracy after turn 1 0.07 (SFT: 0.43), after the loop 0.00,
+3 turns always (the critic never approves).
 Smoke version (tests): --config experiments/gan.py:smoke
 """
 from slnjax import config

