@@ -32,6 +32,9 @@ def eval_model(model: sln.SLN) -> sln.SLN:
   without memory."""
   if model.memory is None:
     return model
+  if model.memory.mode not in EVAL_MODES:
+    raise ValueError(f"Selection mode {model.memory.mode!r} has no deterministic evaluation "
+                     f"counterpart: add it to evaluate_memory.EVAL_MODES ({EVAL_MODES}).")
   mcfg = dataclasses.replace(model.memory, mode=EVAL_MODES[model.memory.mode])
   return dataclasses.replace(model, memory=mcfg)
 

@@ -102,8 +102,11 @@ def test_eval_selection_is_deterministic_and_skips_padded_slots(setup):
 def test_soft_selection_stays_soft_at_eval():
   c = cfg.finalize(_config(mode="soft"))
   model = cfg.build_model(c)
-  from slnjax import evaluate_memory  # pylint: disable=g-import-not-at-top
+  from slnjax import evaluate_memory, memory  # pylint: disable=g-import-not-at-top
   assert evaluate_memory.eval_model(model).memory.mode == "soft"
+  # Every selection mode has a counterpart that draws nothing at random.
+  assert set(evaluate_memory.EVAL_MODES) == set(memory.MODES)
+  assert set(evaluate_memory.EVAL_MODES.values()) <= {"soft", "greedy"}
   assert evaluate_memory.eval_model(cfg.build_model(cfg.finalize(_config(mode="sample")))
                                     ).memory.mode == "greedy"
 
