@@ -7,9 +7,11 @@ multi-head selector over hashed n-grams picks k = 2 facts by Gumbel top-k (strai
 and both lobes read them as a prefix of their context: the left lobe in every turn it
 writes, the critic when it scores. Trained end to end by BPTT through soft tokens; the
 answer's cross-entropy reaches the selector through the prefix. Logs `memory_precision`
-(the share of chosen facts that are relevant).
-Not measured yet: no full-length run was made (estimated 20-40 minutes on a 2-core CPU);
-evaluation does not read banks yet (eval_every=0), so only the training metrics are logged.
+(the share of chosen facts that are relevant). Evaluated once, at the end, on the whole test
+split: the top-k facts of the selector's scores (greedy, deterministic) are read, and
+`eval/memory_precision`, `eval/memory_recall` (overall and per difficulty) are reported with
+the accuracies; the transcripts list the selected facts (slnjax/evaluate_memory.py).
+Not measured yet: no full-length run was made (estimated 20-40 minutes on a 2-core CPU).
 Smoke version (tests): --config experiments/facts_memory_loop.py:smoke
 """
 from slnjax import config
@@ -26,9 +28,10 @@ MEMORY = dict(lobes=("left", "right"), selector="mha", residual=True, k=2, mode=
 
 def get_config(arg=None):
   smoke = arg == "smoke"
+  steps = 4 if smoke else 1500
   return config.cpu_experiment(
-      "lateralized", "bptt", arg, size=dict(steps=1500, eval_every=0, checkpoint_every=500),
-      task=SMOKE_TASK if smoke else TASK, prompt_len=72, eval_every=0,
+      "lateralized", "bptt", arg, size=dict(checkpoint_every=500, eval=dict(num_batches=-1)),
+      task=SMOKE_TASK if smoke else TASK, prompt_len=72, steps=steps, eval_every=steps,
       model=dict(loop=dict(turn_len=8, max_turns=2, mode="soft", threshold=0.5,
                            bptt_depth=-1),
                  memory=dict(MEMORY, key_dim=8, buckets=64, hidden=8, heads=2) if smoke

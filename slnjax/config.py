@@ -27,8 +27,8 @@ the key. Every field that ``train`` reads exists here, with its default:
                            follows from the kind; bptt_depth -1 or None: full)
   model.memory             slnjax.memory.MemoryConfig fields; lobes () (default): no memory,
                            else the lobes that read the selected memories (dialogue kinds;
-                           needs a task with a bank, an objective that reads it, and
-                           eval_every=0)
+                           needs a task with a bank and an objective that reads it;
+                           evaluation selects deterministically: slnjax/evaluate_memory.py)
   objective.name           slnjax.objectives.REGISTRY; the other fields are that
                            objective's hyper-parameters (defaults filled in by ``finalize``)
   optim.left/.right/.memory lr, warmup_steps, schedule (constant|cosine|linear), end_lr_frac,
@@ -288,8 +288,6 @@ def _validate_memory(c: config_dict.ConfigDict) -> None:
   _check(c.task.bank.capacity >= mcfg.k and c.task.bank.item_len >= 1,
          f"config.task.bank: capacity={c.task.bank.capacity} must be >= model.memory.k="
          f"{mcfg.k}, item_len={c.task.bank.item_len} >= 1.")
-  _check(c.eval_every == 0, "config.eval_every: evaluation (slnjax/evaluate.py) does not read "
-         "a memory bank yet; set eval_every=0 with model.memory.")
   _check("right" not in mcfg.lobes or c.model.kind not in ("single",),
          f"config.model.memory.lobes={mcfg.lobes}: kind {c.model.kind!r} has no right lobe.")
 

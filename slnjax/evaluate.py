@@ -4,7 +4,8 @@ Accuracy is measured on the left lobe's turns, decoded with the tokenizer (cut a
 stop-of-turn) and checked by the task's verifier: after the first turn, and after the loop
 (the last turn each example took). Also per difficulty, with the mean number of turns used
 (adaptive compute). A few dialogues are written as readable text to
-<workdir>/transcripts/step_<N>.txt.
+<workdir>/transcripts/step_<N>.txt. A model with memory reads each example's bank, selects
+deterministically and also reports the selector's precision and recall (evaluate_memory.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from slnjax import data, loop, sln
+from slnjax import data, evaluate_memory, loop, sln
 
 
 def host_array(x) -> np.ndarray:
@@ -97,13 +98,15 @@ def rollout_metrics(model, rollout: dict, batch, task, source, tokenizer) -> dic
 
 def eval_batches(config, source, tokenizer):
   """The evaluation split in order, once (the last batch padded: ``valid`` marks real rows),
-  at most config.eval.num_batches batches (-1: all); per-process batches."""
+  at most config.eval.num_batches batches (-1: all); per-process batches, with the examples'
+  memory banks when the config has a memory (config.task.bank)."""
   from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
   _, batch_size = cfg.eval_config(config)
   ds = data.make_dataset(
       source, tokenizer, batch_size=data.per_process_batch_size(batch_size),
       prompt_len=config.prompt_len, target_len=cfg.target_len(config), shuffle=False,
-      num_epochs=1, pad_final_batch=True, overflow="truncate")
+      num_epochs=1, pad_final_batch=True, overflow="truncate", seed=config.seed,
+      bank=cfg.bank_shape(config))
   limit = config.eval.num_batches
   for i, batch in enumerate(ds):
     if 0 <= limit <= i:
@@ -115,6 +118,8 @@ class Evaluator:
   """Periodic evaluation of a model on a split of its task (deterministic: fixed rng)."""
 
   def __init__(self, config, model: sln.SLN, mesh, rules, tokenizer, source, workdir: str):
+    from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
+    evaluate_memory.check(model, cfg.bank_shape(config))
     self.config, self.mesh, self.rules = config, mesh, rules
     self.tokenizer, self.source, self.workdir = tokenizer, source, workdir
     self.task = config.task.name
@@ -122,28 +127,40 @@ class Evaluator:
       spec = dataclasses.replace(model.spec,
                                  loop=dataclasses.replace(model.spec.loop, mode=config.eval.mode))
       model = dataclasses.replace(model, spec=spec)
-    self.model = model
+    self.model = model = evaluate_memory.eval_model(model)
+    self._inputs = evaluate_memory.input_keys(model)
     abstract_mesh = mesh.abstract_mesh
 
-    def run(params, prompt_ids, prompt_len, key, tau):
+    def run(params, inputs, key, tau):
       import flax.linen as nn  # pylint: disable=g-import-not-at-top
       with jax.sharding.use_abstract_mesh(abstract_mesh), nn.logical_axis_rules(list(rules)):
-        return sln.rollout(model, params, prompt_ids, prompt_len, key, tau)
+        mem, reports = evaluate_memory.read(model, params, inputs, key, tau)
+        d = sln.rollout(model, params, inputs["prompt_ids"], inputs["prompt_len"], key, tau,
+                        memory=mem)
+        return {**d._asdict(), **reports}
 
     self._rollout = jax.jit(run)
+
+  def results(self, params, step: int, tau):
+    """Per eval batch: (host, glob), the rollout's outputs (with the memory selection and
+    its per-example precision / recall when the model has memory) and the batch's fields,
+    as global numpy arrays. The rng is fixed by (config.seed, step)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed + 1), step)
+    fields = ("index", "valid", "difficulty", "prompt_ids", "target_ids")
+    if self.model.memory is not None:
+      fields += evaluate_memory.BANK_KEYS
+    for i, local in enumerate(eval_batches(self.config, self.source, self.tokenizer)):
+      inputs = data.global_batch({k: local[k] for k in self._inputs}, self.mesh)
+      out = self._rollout(params, inputs, jax.random.fold_in(key, i), tau)
+      host = {k: host_array(v) for k, v in out.items()}
+      glob = {k: host_array(data.global_batch({k: local[k]}, self.mesh)[k]) for k in fields}
+      yield host, glob
 
   def __call__(self, params, step: int, tau) -> tuple[dict, str]:
     """(metrics, transcript text). Process 0 also writes the transcripts file."""
     rows = collections.defaultdict(list)
     transcripts = []
-    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed + 1), step)
-    for i, local in enumerate(eval_batches(self.config, self.source, self.tokenizer)):
-      batch = data.global_batch({k: local[k] for k in ("prompt_ids", "prompt_len")}, self.mesh)
-      d = self._rollout(params, batch["prompt_ids"], batch["prompt_len"],
-                        jax.random.fold_in(key, i), tau)
-      host = {k: host_array(v) for k, v in d._asdict().items()}
-      glob = {k: host_array(data.global_batch({k: local[k]}, self.mesh)[k])
-              for k in ("index", "valid", "difficulty", "prompt_ids", "target_ids")}
+    for host, glob in self.results(params, step, tau):
       correct_NB = verify_turns(self.task, self.source, self.tokenizer, host, glob["index"],
                                 glob["valid"])
       turns_B = host["turns_B"]
@@ -157,6 +174,7 @@ class Evaluator:
         rows["final"].append(final_B[b])
         rows["turns"].append(turns_B[b])
         rows["difficulty"].append(glob["difficulty"][b])
+        evaluate_memory.add_rows(rows, host, b)
         if len(transcripts) < self.config.eval.transcripts:
           transcripts.append(self._transcript(host, glob, correct_NB, b))
     r = {k: np.asarray(v, np.float64) for k, v in rows.items()}
@@ -166,11 +184,13 @@ class Evaluator:
          "turns": r["turns"].mean(), "examples": float(len(r["turns"]))}
     if "critic_acc" in r:  # mean over batches of the per-batch agreement
       m["critic_acc"] = r["critic_acc"].mean()
-    for dif in sorted(set(r["difficulty"].astype(int))):
+    difficulties = sorted(set(r["difficulty"].astype(int)))
+    for dif in difficulties:
       sel = r["difficulty"] == dif
       m[f"acc_turn1/d{dif}"] = r["turn1"][sel].mean()
       m[f"acc_final/d{dif}"] = r["final"][sel].mean()
       m[f"turns/d{dif}"] = r["turns"][sel].mean()
+    m.update(evaluate_memory.summary(r, difficulties))
     text = f"step {step}\n\n" + "\n".join(transcripts)
     if jax.process_index() == 0 and transcripts:
       out = os.path.join(self.workdir, "transcripts")
@@ -185,6 +205,7 @@ class Evaluator:
     lines = [f"--- record {int(glob['index'][b])} (difficulty {int(glob['difficulty'][b])}) ---",
              f"prompt:  {dec(glob['prompt_ids'][b][1:])}",
              f"target:  {dec(glob['target_ids'][b])}"]
+    lines += evaluate_memory.transcript_lines(tok, host, glob, b)
     turns = int(host["turns_B"][b])
     for n in range(turns):
       left = turn_text(tok, host["left_ids_NBM"][n, b], host["left_valid_NBM"][n, b])
