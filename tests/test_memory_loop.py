@@ -85,7 +85,7 @@ def test_lobe_without_memory_is_unchanged_over_the_dialogue():
   assert not np.allclose(d1.score_NB, d0.score_NB)  # the right lobe did read its memories
 
 
-@pytest.mark.parametrize("tall", [False, True])
+@pytest.mark.parametrize("tall", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_replay_positions_with_a_left_prefix(tall):
   """The replay (one parallel pass over left_context) scores the rollout's sampled tokens
   with the behaviour log-probs: the prefix shifts every position by T."""
@@ -164,7 +164,7 @@ def test_soft_selection_gradient_matches_finite_differences(x64):
   np.testing.assert_allclose(an, fd, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("lobes_", [("left",), ("right",)])
+@pytest.mark.parametrize("lobes_", [("left",), pytest.param(("right",), marks=pytest.mark.slow)])
 def test_gumbel_st_gradient_reaches_the_selector(lobes_):
   model, params = _model(mode="gumbel_st", lobes_=lobes_)
   ids, plen = prompts()
@@ -181,7 +181,7 @@ def test_gumbel_st_gradient_reaches_the_selector(lobes_):
   assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(lp(params["memory"]))) > 0
 
 
-@pytest.mark.parametrize("tall", [False, True])
+@pytest.mark.parametrize("tall", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_rollout_and_unroll_agree_with_memory(tall):
   spec, pl, pr = make(tall=tall, mode="gumbel_st", threshold=0.5)
   mc = mcfg(lobes=("left", "right"), mode="gumbel_st")
@@ -250,8 +250,8 @@ def test_bank_from_a_facts_record():
     data.encode_bank({**rec, "relevant_facts": ["a", "b"]}, 3, tok, capacity=1, item_len=10)
 
 
-@pytest.mark.parametrize("objective,mode", [("bptt", "gumbel_st"), ("reinforce",
-                                                                     "sample")])
+@pytest.mark.parametrize("objective,mode", [("bptt", "gumbel_st"), pytest.param(
+    "reinforce", "sample", marks=pytest.mark.slow)])
 def test_train_step_with_a_facts_bank(tmp_path, objective, mode):
   loop_mode = "soft" if objective == "bptt" else "hard"
   c = cfg.experiment(

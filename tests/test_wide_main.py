@@ -96,7 +96,8 @@ def test_flat_metrics_of_a_summary():
                "experts_right/1": 0.0}
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", [EXPERIMENTS[0]] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in EXPERIMENTS[1:]])
 def test_train_evaluate_checkpoint_and_resume(name, tmp_path, caplog):
   c = experiment(name, steps=4, log_every=1, eval_every=2, checkpoint_every=2)
   ts = train.make_train_step(c, parallel.make_mesh())
