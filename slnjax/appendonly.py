@@ -18,7 +18,9 @@ A step may itself contain scans (a dialogue turn: a lobe writes its tokens one f
 at a time). Nesting two such custom-vjp scans would give each level its own parameter-sized
 cotangent accumulator; instead ``program_scan`` takes the step as a *program* of ``Plain``
 segments and ``Loop`` segments (an inner scan of "units"), recomputes a step segment by
-segment and unit by unit, and threads one accumulator through the whole reverse pass.
+segment and unit by unit, and threads one accumulator through the whole reverse pass. A
+``head`` program (the prompt's prefill) runs once before the scan inside the same region; its
+reverse runs inside the reverse loop, so the accumulator leaves the loop as the gradient.
 
 Contract for ``step_fn(params, cache, carry, x, window) -> (cache, carry, y)`` (and the same
 for every segment and unit of a program):
@@ -82,6 +84,9 @@ def _float_vjp(fn, *args):
   outs, vjp_fn, (out, mask) = jax.vjp(g_dense, *diff_in, has_aux=True)
 
   def vjp(ct_out_leaves):
+    if len(ct_out_leaves) != len(mask):
+      raise ValueError(f"{len(ct_out_leaves)} cotangents for {len(mask)} outputs: a segment "
+                       "must return a cache with the structure of the cache it was given.")
     cts = [c for c, m in zip(ct_out_leaves, mask) if m]
     dense_cts = vjp_fn(cts)
     result = []
@@ -200,7 +205,7 @@ def _step_reverse(program, params, cache_n, carry_t, x_t, window, acc, ct_buf, c
 
 
 def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
-                 window_fn: Callable | None = None):
+                 window_fn: Callable | None = None, head=None):
   """``lax.scan`` of a step program over ``xs`` with the bounded-memory reverse pass.
 
   A step is a list of ``Plain`` and ``Loop`` segments (a dialogue turn: the tokens a lobe
@@ -208,10 +213,18 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
   the segments backwards and the units of every Loop segment in a nested reverse scan, all
   threading the *same* parameter-cotangent accumulator and cache-cotangent buffer, so memory
   holds one of each whatever the nesting. Returns (final cache, final carry, stacked ys).
+
+  ``head`` (optional): a program run once before the scan (x = {}; it must end with
+  y = {}), e.g. the prompt's prefill. It runs inside the same custom-vjp region under the
+  same contract, so its parameter cotangents go into the same accumulator, which is then
+  the gradient itself rather than a buffer added to the head's gradient afterwards.
   """
   window_fn = window_fn or (lambda final_carry: None)
 
   def forward(params, cache, carry, xs, keep_carries):
+    if head is not None:
+      cache, carry, _ = run_program(head, params, cache, carry, {})
+
     def body(state, x):
       c, k = state
       c2, k2, y = run_program(program, params, c, k, x)
@@ -225,24 +238,53 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
 
   def fwd(params, cache, carry, xs):
     (cache_n, carry_n), (carries, ys) = forward(params, cache, carry, xs, True)
-    return (cache_n, carry_n, ys), (params, cache_n, carry_n, carries, xs, ys)
+    carry_0 = carry if head is not None else None
+    return (cache_n, carry_n, ys), (params, cache_n, carry_n, carries, xs, ys, carry_0)
 
   def bwd(res, cts):
-    params, cache_n, carry_n, carries, xs, ys = res
+    params, cache_n, carry_n, carries, xs, ys, carry_0 = res
     ct_cache_n, ct_carry_n, ct_ys = cts
     window = window_fn(carry_n)
 
-    def rev(state, inp):
+    def turn_reverse(state, carry_t, x_t, ct_y_t):
       acc, ct_buf, ct_carry = state
-      carry_t, x_t, ct_y_t = inp
       acc, ct_buf, ct_carry, ct_x = _step_reverse(program, params, cache_n, carry_t, x_t,
                                                   window, acc, ct_buf, ct_carry, ct_y_t)
       return (acc, ct_buf, _to_scan(ct_carry, carry_t)), ct_x
 
+    def head_reverse(state, x_t):
+      acc, ct_buf, ct_carry = state
+      acc, ct_buf, ct_carry, _ = _step_reverse(head, params, cache_n, carry_0, {}, window, acc,
+                                               ct_buf, ct_carry, {})
+      return (acc, ct_buf, _to_scan(ct_carry, carry_0)), jax.tree.map(_placeholder, x_t)
+
+    def rev(state, inp):
+      i, carry_t, x_t, ct_y_t = inp
+      if head is None:
+        return turn_reverse(state, carry_t, x_t, ct_y_t)
+      if pad:  # the dummy last row: nothing to do
+        state, ct_x = jax.lax.cond(i < n, lambda s: turn_reverse(s, carry_t, x_t, ct_y_t),
+                                   lambda s: (s, jax.tree.map(_placeholder, x_t)), state)
+      else:
+        state, ct_x = turn_reverse(state, carry_t, x_t, ct_y_t)
+      # The head's reverse runs inside the loop, after step 0's, so that the accumulator
+      # leaves the loop as the gradient itself: XLA gives a buffer that is added to after
+      # its while loop a temporary of its own (+1 parameter-sized buffer). A loop of one
+      # iteration is inlined by XLA, hence the dummy row (pad) when there is one step.
+      state = jax.lax.cond(i == 0, lambda s: head_reverse(s, x_t)[0], lambda s: s, state)
+      return state, ct_x
+
     init = (jax.tree.map(_placeholder, params), _to_scan(ct_cache_n, cache_n),
             _to_scan(ct_carry_n, carry_n))
+    rows = (carries, xs, _to_scan(ct_ys, ys))
+    n = jax.tree.leaves(xs)[0].shape[0]
+    pad = head is not None and n == 1
+    if pad:
+      rows = jax.tree.map(lambda a: jnp.concatenate([a, a], 0), rows)
     (ct_params, ct_cache, ct_carry), ct_xs = jax.lax.scan(
-        rev, init, (carries, xs, _to_scan(ct_ys, ys)), reverse=True)
+        rev, init, (jnp.arange(n + pad),) + rows, reverse=True)
+    if pad:
+      ct_xs = jax.tree.map(lambda a: a[:n], ct_xs)
     return (_from_scan(ct_params, params), _from_scan(ct_cache, cache_n),
             _from_scan(ct_carry, carry_n), _from_scan(ct_xs, xs))
 

@@ -98,23 +98,29 @@ def end_turn(pending: Emission, uc, uys: Emission):
 
 
 def ingest(cfg, lobe_params, cache, e_BTD, pos_B, active_B, *, lengths_B=None):
-  """Appends a chunk of input embeddings (the other lobe's turn) to a lobe's cache."""
+  """Appends a chunk of input embeddings (the other lobe's turn) to a lobe's cache; the
+  logits are computed at the chunk's last position only (``out["logits_BV"]``)."""
+  B, T = e_BTD.shape[:2]
   out = lobes.apply(cfg, lobe_params, embeds=e_BTD, cache=cache, start=pos_B,
-                    lengths=lengths_B, write_mask=active_B)
+                    lengths=lengths_B, write_mask=active_B,
+                    logits_at=jnp.full((B,), T - 1, jnp.int32))
   out["cache"] = constrain_cache(out["cache"])
   return out, pos_B + e_BTD.shape[1] * active_B.astype(jnp.int32)
 
 
-def run_scan(program, P, cache, carry, xs, impl, window_fn=None, window=None):
-  """Scan a step program (appendonly.Plain / Loop segments) with the requested reverse scheme.
+def run_scan(program, P, cache, carry, xs, impl, window_fn=None, window=None, head=None):
+  """Scan a step program (appendonly.Plain / Loop segments) with the requested reverse scheme,
+  after the program `head` (run once; e.g. the prefill) when one is given.
 
   appendonly: the bounded-memory reverse pass; `window_fn(final carry)` gives the window.
   scan / scan_remat: plain autodiff (with a rematerialised body); `window` is given.
   """
   if impl == "appendonly":
-    return program_scan(program, P, cache, carry, xs, window_fn)
+    return program_scan(program, P, cache, carry, xs, window_fn, head)
   if impl not in ("scan", "scan_remat"):
     raise ValueError(f"Unknown bptt_impl {impl!r}; expected appendonly, scan or scan_remat.")
+  if head is not None:
+    cache, carry, _ = run_program(head, P, cache, carry, {})
 
   def body(state, x):
     c, k = state

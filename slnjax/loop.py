@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from slnjax import lobes
+from slnjax.appendonly import Plain, run_program
 from slnjax.decode import emit, run_scan
 from slnjax.memory import dialogue as memory_inputs
 from slnjax.turn import (HALT_AGREEMENT, HALT_LIMIT, HALT_NAMES, HALT_NONE, HALT_STOP,  # noqa: F401
@@ -62,6 +63,77 @@ def _prompt_inputs(cfg, params, prompt_ids_BP, prompt_embeds_BPD, prefix_BTD=Non
   return {"embeds": jnp.concatenate([prefix_BTD.astype(x_BPD.dtype), x_BPD], axis=1)}
 
 
+def _encode_prompt(spec: DialogueSpec, P):
+  """The prefill proper: the prompt (after its memory prefix) into each lobe's cache, and the
+  first pending emission of the left lobe. Reads only P (P["pre"]: the prompt inputs)."""
+  lc, rc, L = spec.left, spec.right, spec.loop
+  pre = P["pre"]
+  ids_BP, len_B, prefix = pre["ids_BP"], pre["len_B"], pre["prefix"]
+  B, Pn = ids_BP.shape
+  t_l, t_r = (memory_inputs.prefix_len(prefix, n) for n in ("left", "right"))
+  s_left, s_right = spec.cache_lengths(Pn, t_l, t_r)
+  E_l = lobes.embedding_matrix(lc, P["left"])
+  E_r = None if rc is None else lobes.embedding_matrix(rc, P["right"])
+  out = lobes.apply(lc, P["left"], **_prompt_inputs(lc, P["left"], ids_BP, pre["embeds_BPD"],
+                                                    prefix.get("left")),
+                    cache=lobes.init_cache(lc, B, s_left), start=jnp.zeros((B,), jnp.int32),
+                    logits_at=t_l + len_B - 1)
+  target_BM = P["target_BM"]
+  pend_l = emit(out["logits_BV"], mode=L.mode, key=pre["key"], tau=P["tau"],
+                temperature=L.temperature, emb_self_VD=E_l, emb_recv_VD=E_r,
+                target_B=None if target_BM is None else target_BM[:, 0])
+  caches = {"left": out["cache"], "right": None}
+  fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
+  carry = {"pend_l": pend_l, "len_l": len_B + t_l, "len_r": len_B + t_r,
+           "active_B": jnp.ones((B,), bool), "turns_B": jnp.zeros((B,), jnp.int32),
+           "halt_B": jnp.zeros((B,), jnp.int32), "score_logit_B": jnp.zeros((B,), fdt),
+           "prev_ids_BM": jnp.full((B, L.turn_len), -1, jnp.int32)}
+  if rc is not None:
+    rout = lobes.apply(rc, P["right"], **_prompt_inputs(rc, P["right"], ids_BP,
+                                                        pre["embeds_BPD"], prefix.get("right")),
+                       start=jnp.zeros((B,), jnp.int32), cache=lobes.init_cache(rc, B, s_right))
+    # Tall: the right lobe's own context. Lateralized: the prompt cache that the critic
+    # re-reads at every turn ("rcache0", never written by a turn).
+    caches["right" if spec.tall else "rcache0"] = rout["cache"]
+  return caches, carry
+
+
+def prefill_program(spec: DialogueSpec):
+  """The prefill as a one-segment step program (appendonly.Plain), so that the append-only
+  reverse pass can run it inside its custom-vjp region (``program_scan(head=...)``). It
+  ignores its input cache and carry (placeholders) and reads the prompt from P["pre"]."""
+  def fn(P, caches, state, x, window):
+    del caches, state, x, window
+    caches, carry = _encode_prompt(spec, P)
+    return caches, {"carry": carry, "y": {}}
+  return [Plain(fn)]
+
+
+def prefill_inputs(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B,
+                   key, tau, target_BM=None, prompt_embeds_BPD=None):
+  """What the prefill program reads: (P, placeholder caches, placeholder carry, program)."""
+  lc, rc, L = spec.left, spec.right, spec.loop
+  B, _ = prompt_ids_BP.shape
+  if target_BM is not None and target_BM.shape != (B, L.turn_len):
+    raise ValueError(f"target ids have shape {target_BM.shape}; expected [B, turn_len] = "
+                     f"{(B, L.turn_len)}.")
+  prompt_embeds_BPD, prefix = memory_inputs.split_inputs(prompt_embeds_BPD)
+  if "right" in prefix and rc is None:
+    raise ValueError("A memory prefix for the right lobe, but this dialogue has none.")
+  t_r = memory_inputs.prefix_len(prefix, "right")
+  prompt_len_B = prompt_len_B.astype(jnp.int32)
+  fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
+  # "prompt_len_B": where the right lobe's prompt cache ends (its memory prefix included)
+  P = {"left": params_left, "right": params_right, "tau": jnp.asarray(tau, fdt),
+       "target_BM": target_BM, "prompt_len_B": prompt_len_B + t_r,
+       "pre": {"ids_BP": prompt_ids_BP, "len_B": prompt_len_B, "embeds_BPD": prompt_embeds_BPD,
+               "prefix": prefix, "key": key}}
+  head = prefill_program(spec)
+  caches, state = jax.eval_shape(lambda P: head[0].fn(P, None, None, {}, None), P)
+  zeros = lambda s: jnp.zeros(s.shape, s.dtype)
+  return P, jax.tree.map(zeros, caches), jax.tree.map(zeros, state["carry"]), head
+
+
 def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
             tau, target_BM=None, prompt_embeds_BPD=None):
   """Encodes the prompt into each lobe's cache. Returns (P, caches, carry) for `turn`.
@@ -71,45 +143,9 @@ def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
   `memory.dialogue.Inputs` with those embeddings and per-lobe memory prefixes [B,T,D],
   written before the prompt (the lobe's positions and cache grow by T).
   """
-  lc, rc, L = spec.left, spec.right, spec.loop
-  B, Pn = prompt_ids_BP.shape
-  if target_BM is not None and target_BM.shape != (B, L.turn_len):
-    raise ValueError(f"target ids have shape {target_BM.shape}; expected [B, turn_len] = "
-                     f"{(B, L.turn_len)}.")
-  prompt_embeds_BPD, prefix = memory_inputs.split_inputs(prompt_embeds_BPD)
-  if "right" in prefix and rc is None:
-    raise ValueError("A memory prefix for the right lobe, but this dialogue has none.")
-  t_l, t_r = (memory_inputs.prefix_len(prefix, n) for n in ("left", "right"))
-  s_left, s_right = spec.cache_lengths(Pn, t_l, t_r)
-  prompt_len_B = prompt_len_B.astype(jnp.int32)
-  E_l = lobes.embedding_matrix(lc, params_left)
-  E_r = None if rc is None else lobes.embedding_matrix(rc, params_right)
-  out = lobes.apply(lc, params_left, **_prompt_inputs(lc, params_left, prompt_ids_BP,
-                                                      prompt_embeds_BPD, prefix.get("left")),
-                    cache=lobes.init_cache(lc, B, s_left), start=jnp.zeros((B,), jnp.int32))
-  last_BV = jnp.take_along_axis(out["logits_BTV"], (t_l + prompt_len_B - 1)[:, None, None],
-                                1)[:, 0]
-  fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
-  tau = jnp.asarray(tau, fdt)
-  pend_l = emit(last_BV, mode=L.mode, key=key, tau=tau, temperature=L.temperature,
-                emb_self_VD=E_l, emb_recv_VD=E_r,
-                target_B=None if target_BM is None else target_BM[:, 0])
-  # "prompt_len_B": where the right lobe's prompt cache ends (its memory prefix included)
-  P = {"left": params_left, "right": params_right, "tau": tau, "target_BM": target_BM,
-       "prompt_len_B": prompt_len_B + t_r, "rcache0": None}
-  caches = {"left": out["cache"], "right": None}
-  carry = {"pend_l": pend_l, "len_l": prompt_len_B + t_l, "len_r": prompt_len_B + t_r,
-           "active_B": jnp.ones((B,), bool), "turns_B": jnp.zeros((B,), jnp.int32),
-           "halt_B": jnp.zeros((B,), jnp.int32), "score_logit_B": jnp.zeros((B,), fdt),
-           "prev_ids_BM": jnp.full((B, L.turn_len), -1, jnp.int32)}
-  if rc is not None:
-    rout = lobes.apply(rc, params_right, **_prompt_inputs(rc, params_right, prompt_ids_BP,
-                                                          prompt_embeds_BPD, prefix.get("right")),
-                       start=jnp.zeros((B,), jnp.int32), cache=lobes.init_cache(rc, B, s_right))
-    if spec.tall:
-      caches["right"] = rout["cache"]
-    else:
-      P["rcache0"] = rout["cache"]
+  P, caches, carry, head = prefill_inputs(spec, params_left, params_right, prompt_ids_BP,
+                                          prompt_len_B, key, tau, target_BM, prompt_embeds_BPD)
+  caches, carry, _ = run_program(head, P, caches, carry, {})
   return P, caches, carry
 
 
@@ -170,8 +206,8 @@ def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_
     return rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
                    target_BM, prompt_embeds_BPD)
   k_pre, k_loop = jax.random.split(key)
-  P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
-                             k_pre, tau, target_BM, prompt_embeds_BPD)
+  P, caches, carry, head = prefill_inputs(spec, params_left, params_right, prompt_ids_BP,
+                                          prompt_len_B, k_pre, tau, target_BM, prompt_embeds_BPD)
   xs = _turn_xs(k_loop, L.max_turns)
   window_fn = window = None
   if k is not None:
@@ -181,7 +217,7 @@ def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_
                       target_BM, prompt_embeds_BPD)
       window = {"turns_B": ahead.turns_B, "k": k}
   _, carry, ys = run_scan(turn_program(spec), P, caches, carry, xs, L.bptt_impl,
-                         window_fn, window)
+                          window_fn, window, head)
   return _dialogue(ys, carry)
 
 

@@ -112,7 +112,7 @@ def _start(spec, P, caches, state, x, window):
   k_left, k_rpend, k_right, k_lpend = jax.random.split(x["key"], 4)
   if window is not None:
     enter_B = _enter(x["t"], window)
-    caches = {"left": gate(caches["left"], enter_B, 1),
+    caches = {**caches, "left": gate(caches["left"], enter_B, 1),  # rcache0: gated where read
               "right": None if caches["right"] is None else gate(caches["right"], enter_B, 1)}
     carry = gate(carry, enter_B, 0)
   uc, uxs = begin_turn(carry["pend_l"], carry["len_l"], carry["active_B"], k_left,
@@ -152,7 +152,7 @@ def _left_written(spec, P, caches, state, x, window):
        "len_l": len_l, "len_r": carry["len_r"], "score_logit_B": carry["score_logit_B"]}
   out = {"carry": carry, "keys": keys, "w": w}
   if rc is not None and not spec.tall:
-    rcache0 = P["rcache0"]
+    rcache0 = caches["rcache0"]
     if window is not None:
       rcache0 = gate(rcache0, _enter(x["t"], window), 1)
     r = lobes.apply(rc, P["right"], embeds=lturn.e_recv_BR, cache=rcache0,
@@ -165,7 +165,7 @@ def _left_written(spec, P, caches, state, x, window):
     caches = {**caches, "right": r["cache"]}
     if rc.score_head:
       w["score_logit_B"] = r["score_logit_B"]
-    pend_r = emit(r["logits_BTV"][:, -1], key=keys["rpend"], emb_self_VD=E_r, emb_recv_VD=E_l,
+    pend_r = emit(r["logits_BV"], key=keys["rpend"], emb_self_VD=E_r, emb_recv_VD=E_l,
                   **_emit_kw(spec, P))
     w["pend_r"] = pend_r
     out["ru"], out["ru_xs"] = begin_turn(pend_r, w["len_r"], active_B, keys["right"],
@@ -185,7 +185,7 @@ def _right_written(spec, P, caches, state, x, window):
                            carry["active_B"])
   caches = {**caches, "left": out["cache"]}
   target0 = None if P["target_BM"] is None else P["target_BM"][:, 0]
-  w["pend_l"] = emit(out["logits_BTV"][:, -1], key=state["keys"]["lpend"], emb_self_VD=E_l,
+  w["pend_l"] = emit(out["logits_BV"], key=state["keys"]["lpend"], emb_self_VD=E_l,
                      emb_recv_VD=E_r, target_B=target0, **_emit_kw(spec, P))
   del w["pend_r"]
   return _finish(spec, P, caches, {"carry": carry, "keys": state["keys"], "w": w}, x, window)
@@ -206,7 +206,7 @@ def _finish(spec, P, caches, state, x, window):
     e_BD = lobes.embed_score(spec.left, P["left"], score_B)
     out, len_l = ingest(spec.left, P["left"], caches["left"], e_BD[:, None], len_l, active_B)
     caches = {**caches, "left": out["cache"]}
-    pend_l = emit(out["logits_BTV"][:, -1], key=state["keys"]["lpend"], emb_self_VD=E_l,
+    pend_l = emit(out["logits_BV"], key=state["keys"]["lpend"], emb_self_VD=E_l,
                   emb_recv_VD=E_r, target_B=target0, **_emit_kw(spec, P))
 
   # Stopping rules, in priority order: stop token, threshold, agreement, IDL limit.

@@ -45,6 +45,19 @@ def test_incremental_decode_equals_full_forward(family, scan_layers, inputs):
   np.testing.assert_allclose(inc_BTV, one_chunk, atol=2e-5, rtol=1e-5)
 
 
+def test_logits_at_equals_the_full_logits_rows():
+  cfg = _cfg("llama")
+  params = lobes.init(cfg, jax.random.key(0))
+  ids_BT = jax.random.randint(jax.random.key(1), (3, 7), 0, cfg.vocab_size)
+  at_B = jnp.array([6, 0, 3])
+  full_BTV = lobes.apply(cfg, params, ids=ids_BT)["logits_BTV"]
+  out = lobes.apply(cfg, params, ids=ids_BT, logits_at=at_B)
+  assert "logits_BTV" not in out
+  np.testing.assert_allclose(out["logits_BV"], full_BTV[jnp.arange(3), at_B], atol=1e-6)
+  with pytest.raises(ValueError, match="logits_at has shape"):
+    lobes.apply(cfg, params, ids=ids_BT, logits_at=at_B[:2])
+
+
 def test_cache_write_mask_keeps_halted_examples():
   cfg = _cfg("llama")
   params = lobes.init(cfg, jax.random.key(0))

@@ -258,7 +258,7 @@ def test_prefix_prepends_selected_items_to_a_lobe():
                                   jnp.ones((B,), bool))
     full = lobes.apply(cfg, lp, embeds=jnp.concatenate([pre, lobes.embed_ids(cfg, lp, prompt)],
                                                        1))
-    return out["logits_BTV"][:, -1], full["logits_BTV"][:, -1]
+    return out["logits_BV"], full["logits_BTV"][:, -1]
 
   a, f = both(pre)
   np.testing.assert_allclose(a, f, atol=1e-5)

@@ -52,7 +52,7 @@ def test_prefix_goes_only_to_the_configured_lobes():
   assert c1["left"]["k"].shape[2] == s_left + T == spec.cache_lengths(ids.shape[1], T)[0]
   np.testing.assert_array_equal(k1["len_l"], plen + T)
   np.testing.assert_array_equal(P1["prompt_len_B"], plen)
-  for a, b0 in zip(jax.tree.leaves(P1["rcache0"]), jax.tree.leaves(P0["rcache0"])):
+  for a, b0 in zip(jax.tree.leaves(c1["rcache0"]), jax.tree.leaves(c0["rcache0"])):
     np.testing.assert_array_equal(a, b0)
   # The prefix's keys are those of the prefix alone (it comes first, causally).
   alone = lobes.apply(spec.left, pl, embeds=r.prefix["left"],
@@ -70,7 +70,7 @@ def test_prefix_goes_only_to_the_configured_lobes():
                    jax.tree.leaves((c0["left"], k0["pend_l"], k0["len_l"]))):
     np.testing.assert_array_equal(a, b0)
   np.testing.assert_array_equal(P2["prompt_len_B"], plen + T)
-  assert P2["rcache0"]["k"].shape[2] == P0["rcache0"]["k"].shape[2] + T
+  assert c2["rcache0"]["k"].shape[2] == c0["rcache0"]["k"].shape[2] + T
 
 
 def test_lobe_without_memory_is_unchanged_over_the_dialogue():

@@ -7,6 +7,8 @@
 
 `out` is a dict: "hidden_BTD", "logits_BTV" (if cfg.lm_head), "score_logit_B" (if
 cfg.score_head: read at each example's last valid position), and "cache" (if one was given).
+With `logits_at` ([B] positions within the chunk) the LM head runs only there and `out`
+holds "logits_BV" instead of "logits_BTV" (a prefill needs one row of logits, not T).
 The cache is {"k": [L,B,S,K,E], "v": [L,B,S,K,E]}; a chunk of T inputs is written at
 positions start[b] .. start[b]+T-1 of example b and attends causally to everything before.
 Entries at positions after a query are never read, so a cache is append-only: the cache at
@@ -71,7 +73,7 @@ class Lobe(nn.Module):
     return e_BD.astype(self.cfg.compute_dtype)
 
   def __call__(self, ids_BT=None, embeds_BTD=None, cache=None, start_B=None, lengths_B=None,
-               write_mask_B=None):
+               write_mask_B=None, logits_at_B=None):
     cfg = self.cfg
     if (ids_BT is None) == (embeds_BTD is None):
       raise ValueError("Pass exactly one of ids [B,T] or embeds [B,T,D].")
@@ -102,9 +104,15 @@ class Lobe(nn.Module):
     h_BTD = self.final_norm(x_BTD)
     out = {"hidden_BTD": h_BTD}
     if cfg.lm_head:
-      w_DV = self.embedding.T if cfg.tie_embeddings else self.lm_head
-      logits_BTV = jnp.einsum("btd,dv->btv", h_BTD, w_DV.astype(cfg.compute_dtype))
-      out["logits_BTV"] = constrain(logits_BTV, ("batch", "length", "vocab"))
+      w_DV = (self.embedding.T if cfg.tie_embeddings else self.lm_head).astype(cfg.compute_dtype)
+      if logits_at_B is None:
+        logits_BTV = jnp.einsum("btd,dv->btv", h_BTD, w_DV)
+        out["logits_BTV"] = constrain(logits_BTV, ("batch", "length", "vocab"))
+      else:
+        if logits_at_B.shape != (B,):
+          raise ValueError(f"logits_at has shape {logits_at_B.shape}; expected [B] = [{B}].")
+        h_BD = jnp.take_along_axis(h_BTD, logits_at_B.astype(jnp.int32)[:, None, None], 1)[:, 0]
+        out["logits_BV"] = constrain(jnp.einsum("dv,bd->bv", w_DV, h_BD), ("batch", "vocab"))
     if cfg.score_head:
       last_B = (jnp.full((B,), T, jnp.int32) if lengths_B is None else lengths_B) - 1
       h_BD = jnp.take_along_axis(h_BTD, last_B[:, None, None], axis=1)[:, 0]
@@ -149,9 +157,11 @@ def param_count(params) -> int:
 
 
 def apply(cfg: LobeConfig, params, *, ids=None, embeds=None, cache=None, start=None,
-          lengths=None, write_mask=None):
-  """Forward pass. `write_mask` [B] bool: examples whose cache must stay unchanged are False."""
-  return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths, write_mask)
+          lengths=None, write_mask=None, logits_at=None):
+  """Forward pass. `write_mask` [B] bool: examples whose cache must stay unchanged are False.
+  `logits_at` [B] int: compute the logits only at these chunk positions ("logits_BV")."""
+  return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths, write_mask,
+                           logits_at)
 
 
 def embed_ids(cfg: LobeConfig, params, ids_BT):
