@@ -60,7 +60,7 @@ def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=
   compiled, args, t_compile, n_params = compile_step(cfg, n_tokens, depth, turn=turn,
                                                      critic=critic, tau=tau, params=params)
   row = {"n_tokens": n_tokens, "depth": depth, "turn_len": turn, "prompt": PROMPT,
-         "lateralized": critic is not None, "params": n_params}
+         "lateralized": critic is not None, "params": n_params, "layers": layers(cfg)}
   sl = {"compile_s": t_compile, **harness.compiled_memory(compiled), "times_s": [],
         "rss_increase_bytes": []}
   run_sl = lambda: jax.block_until_ready(compiled(*args))
@@ -71,8 +71,10 @@ def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=
     ids, _, target = args[1:]
     ids_t, target_t = peers.as_torch(ids), peers.as_torch(target)
     run_pt = lambda: peers.soft_bptt_step(peer, ids_t, target_t, n_tokens, turn, tau, depth)
-    pt = {"loss": run_pt(), "times_s": [], "rss_increase_bytes": [],
-          "grad_bytes": peers.grad_bytes(peer)}
+    saved = peers.SavedBytes(peer)
+    pt = {"loss": peers.soft_bptt_step(peer, ids_t, target_t, n_tokens, turn, tau, depth, saved),
+          "times_s": [], "rss_increase_bytes": [], "grad_bytes": peers.grad_bytes(peer),
+          "saved_bytes": saved.bytes}
   for _ in range(reps):  # interleaved, so that a change of machine load hits both sides
     t0 = time.perf_counter()
     _, inc = harness.peak_increase(run_sl)
@@ -95,8 +97,16 @@ def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=
   return row
 
 
+def layers(cfg) -> str:
+  """How the lobe's blocks are laid out: "scanned" (nn.scan over stacked layer weights, the
+  default: fast compiles) or "unrolled" (one set of weights per block)."""
+  return "scanned" if cfg.scan_layers else "unrolled"
+
+
 def main(quick: bool, cfg=None) -> dict:
-  """Comparison 1: both sides at 32 / 128 / 256 soft tokens, full BPTT and k = 1, 2, 4."""
+  """Comparison 1: both sides at 32 / 128 / 256 soft tokens, full BPTT and k = 1, 2, 4; the
+  32-token row also with unrolled layers (whose weight gradients the reverse pass adds into
+  its accumulator in place; a layer scan's reverse stacks them in a buffer first)."""
   harness.configure_torch()
   cfg = cfg or lobes.pythia_70m()
   peer = peers.build(cfg)
@@ -108,6 +118,8 @@ def main(quick: bool, cfg=None) -> dict:
   for n, k in cases:
     rows.append(run_case(cfg, n, k, reps, peer=peer))
     _log(rows[-1])
+  rows.append(run_case(cfg.replace(scan_layers=False), 32, None, reps, peer=peer))
+  _log(rows[-1])
   critic = cfg.replace(score_head=True, lm_head=False)
   for n in ([32] if quick else [32, 128]):
     rows.append(run_case(cfg, n, None, reps, critic=critic))
@@ -120,10 +132,12 @@ def memory_growth(quick: bool, cfg=None) -> dict:
   cfg = cfg or lobes.pythia_70m()
   sizes = [32, 256] if quick else [32, 64, 128, 256]
   rows = []
-  for impl in ("appendonly", "scan", "scan_remat"):
+  runs = [(impl, cfg) for impl in ("appendonly", "scan", "scan_remat")]
+  runs.append(("appendonly", cfg.replace(scan_layers=not cfg.scan_layers)))
+  for impl, c in runs:
     for n in sizes:
-      compiled, _, t_compile, _ = compile_step(cfg, n, None, impl)
-      rows.append({"impl": impl, "n_tokens": n, "compile_s": t_compile,
+      compiled, _, t_compile, _ = compile_step(c, n, None, impl)
+      rows.append({"impl": impl, "layers": layers(c), "n_tokens": n, "compile_s": t_compile,
                    **harness.compiled_memory(compiled)})
       del compiled
       _log(rows[-1])

@@ -25,14 +25,45 @@ def _detach_cache(past):
     layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
 
 
+class SavedBytes:
+  """Counts the bytes autograd saves for the backward pass (unique storages, parameters
+  excluded): the activation memory proper, independent of the allocator's RSS behaviour."""
+
+  def __init__(self, model):
+    self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    self.seen, self.bytes = set(), 0
+
+  def hooks(self):
+    import torch
+
+    def pack(t):
+      st = t.untyped_storage()
+      ptr = st.data_ptr()
+      if ptr not in self.params and ptr not in self.seen:
+        self.seen.add(ptr)
+        self.bytes += st.nbytes()
+      return t
+    return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+
 def soft_bptt_step(model, ids, target, n_tokens: int, turn_len: int, tau: float,
-                   depth: int | None):
+                   depth: int | None, saved: SavedBytes | None = None):
   """Forward + backward of sum_i log p(target_i) over the last turn of n_tokens soft tokens.
 
   Each token is w = softmax(logits / tau) fed back as inputs_embeds = w @ E with the KV cache
   (the computation slnjax's soft-token unroll does). depth k: gradient through the last k
-  turns only (earlier turns run without autograd; the cache is detached at the cut).
+  turns only (earlier turns run without autograd; the cache is detached at the cut). The
+  prompt's logits are computed at its last position only (`logits_to_keep=1`, as slnjax's
+  prefill does). `saved`: counts the bytes saved for backward.
   """
+  import contextlib
+
+  import torch
+  with saved.hooks() if saved is not None else contextlib.nullcontext():
+    return _soft_bptt_step(model, ids, target, n_tokens, turn_len, tau, depth)
+
+
+def _soft_bptt_step(model, ids, target, n_tokens, turn_len, tau, depth):
   import torch
   E = model.get_input_embeddings().weight
   n_turns = n_tokens // turn_len
@@ -40,7 +71,7 @@ def soft_bptt_step(model, ids, target, n_tokens: int, turn_len: int, tau: float,
   last_turn = n_tokens - turn_len
   model.zero_grad(set_to_none=True)
   with torch.set_grad_enabled(first == 0):
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
   past, logits = out.past_key_values, out.logits[:, -1]
   loss = torch.zeros(())
   for j in range(n_tokens):

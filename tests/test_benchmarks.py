@@ -30,6 +30,8 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   row = bptt.run_case(CFG, 4, None, 1, turn=4, peer=peer, params=params)
   assert row["torch"]["loss"] == pytest.approx(row["slnjax"]["loss"], rel=1e-5)
   assert row["slnjax"]["temp_bytes"] > 0 and row["torch"]["peak_increase_bytes"] >= 0
+  # saved for backward: at least the prompt's and every soft token's hidden states
+  assert row["torch"]["saved_bytes"] > (8 + 4) * CFG.d_model * 4 * CFG.n_layers
 
   dec = decoding.run_case(CFG, 2, [(4, 2)], 1, peer=peer, new=8, prompt=8, params=params)
   assert dec["same_tokens"]
@@ -48,7 +50,8 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
                          "decoding": {"rows": [dec], **side},
                          "adaptive": {"rows": [ada], **side}, "memory": {"rows": mem}}}
   res["goals"] = report.goals(res)
-  assert {g["id"] for g in res["goals"]} == {"bptt_speed", "bptt_memory", "memory_growth",
-                                             "decode_b2", "early_halt"}
+  assert {g["id"] for g in res["goals"]} == {"bptt_speed_scanned", "bptt_memory_scanned",
+                                             "memory_growth_scanned", "decode_b2", "early_halt"}
+  assert row["layers"] == "scanned"
   md = report.markdown(res)
   assert "## 1. Soft-token BPTT" in md and "## 4. Memory growth" in md and "torch_generate" in md
