@@ -46,13 +46,14 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.mode = "gumbel_st"
   c.task = config_dict.ConfigDict(dict(
       name="facts", data_dir="/tmp/slnjax_data",
-      overrides=dict(base="closed_book", name="closed_book_mem", num_people=300,
+      overrides=dict(base="closed_book", name="closed_book_mem1250", num_people=1250,
                      num_train=6000, num_test=600, num_distractors=8)))
   c.item_len = 58  # bytes per memory item (the longest fact has 57)
+  c.prefix_align = "right"  # an item in its prefix slot: "right" (padding before) | "left"
   c.question_len = 68
   c.target_len = 9
   c.batch_size = 16
-  c.steps = 1200
+  c.steps = 500
   c.lr = 3e-3
   c.selector_lr = 3e-3
   c.tau = 0.5  # relaxation temperature (soft, gumbel_st)
@@ -130,8 +131,8 @@ def oracle_selection(rel_BC, k: int) -> memory.Selection:
 
 
 def answer_nll(c, lcfg, lp, prefix_BTD, q_BQ, t_BT, tlen_B):
-  """Per-example summed NLL of the target, and exact match of the teacher-forced argmax
-  (= the greedy answer is the target)."""
+  """Per-example summed NLL of the target, exact match of the teacher-forced argmax (= the
+  greedy answer is the target) and the share of target tokens (eos included) it gets right."""
   e_q = lobes.embed_ids(lcfg, lp, q_BQ)
   e_t = lobes.embed_ids(lcfg, lp, t_BT[:, :-1])
   x = jnp.concatenate([prefix_BTD, e_q, e_t], axis=1) if prefix_BTD is not None else \
@@ -143,8 +144,10 @@ def answer_nll(c, lcfg, lp, prefix_BTD, q_BQ, t_BT, tlen_B):
   m = jnp.arange(T)[None] < tlen_B[:, None]
   tok_lp = jnp.take_along_axis(lp_BTV, t_BT[..., None], -1)[..., 0]
   nll_B = -jnp.sum(jnp.where(m, tok_lp, 0.0), 1)
-  em_B = jnp.all((jnp.argmax(logits, -1) == t_BT) | ~m, axis=1)
-  return nll_B, em_B
+  hit_BT = (jnp.argmax(logits, -1) == t_BT) & m
+  em_B = jnp.all(hit_BT | ~m, axis=1)
+  tok_B = jnp.sum(hit_BT, 1) / jnp.maximum(jnp.sum(m, 1), 1)
+  return nll_B, em_B, tok_B
 
 
 def make_fns(c, mode: str):
@@ -167,19 +170,20 @@ def make_fns(c, mode: str):
   def forward(params, b, key, train: bool, forced=None):
     lp, mp = params["lobe"], params["memory"]
     if mode == "none":
-      nll, em = answer_nll(c, lcfg, lp, None, b["q"], b["t"], b["t_len"])
-      return nll, em, None, None
+      nll, em, tok = answer_nll(c, lcfg, lp, None, b["q"], b["t"], b["t_len"])
+      return nll, (em, tok), None, None
     sel, bank, scores = read(mp, b, key, train, forced)
-    prefix = memory.prefix_embeds(sel, bank, lobes.embedding_matrix(lcfg, lp))
-    nll, em = answer_nll(c, lcfg, lp, prefix, b["q"], b["t"], b["t_len"])
-    return nll, em, sel, scores
+    prefix = memory.prefix_embeds(sel, bank, lobes.embedding_matrix(lcfg, lp),
+                                  align=c.prefix_align)
+    nll, em, tok = answer_nll(c, lcfg, lp, prefix, b["q"], b["t"], b["t_len"])
+    return nll, (em, tok), sel, scores
 
   def loss(params, b, key, ref_mp=None, behaviour=None):
     forced = None if behaviour is None else behaviour[:2]
     nll, em, sel, scores = forward(params, b, key, True, forced)
     ntok = jnp.maximum(b["t_len"].astype(jnp.float32), 1.0)
     lm = jnp.mean(nll / ntok)
-    total, m = lm, {"nll": lm, "train_acc": jnp.mean(em)}
+    total, m = lm, {"nll": lm, "train_acc": jnp.mean(em[0]), "train_tok": jnp.mean(em[1])}
     if mode in ("reinforce", "ppo", "pretrained"):
       reward = jax.lax.stop_gradient(-nll / ntok)
       if mode == "ppo":
@@ -285,20 +289,22 @@ def evaluate(c, mode, forward, params, test, k) -> dict:
   n = len(test["q"])
   bs = c.batch_size
   nb = (n + bs - 1) // bs if not c.eval_batches else min(c.eval_batches, (n + bs - 1) // bs)
-  em, p1, rec, dif = [], [], [], []
+  em, tok, p1, rec, dif = [], [], [], [], []
   for i in range(nb):
     idx = np.arange(i * bs, min((i + 1) * bs, n))
     idx = np.concatenate([idx, np.zeros(bs - len(idx), int)])  # pad (dropped below)
     real = min(bs, n - i * bs)
     b = _batch(test, idx)
-    _, e, sel, _ = fwd(params, b, jax.random.key(0))
+    _, (e, t), sel, _ = fwd(params, b, jax.random.key(0))
     em.append(np.asarray(e)[:real])
+    tok.append(np.asarray(t)[:real])
     dif.append(test["difficulty"][idx][:real])
     if sel is not None:
       p1.append(np.asarray(jnp.take_along_axis(b["rel"], sel.index_BJ[:, :1], 1))[:real, 0])
       rec.append(np.asarray(memory.recall_at_k(sel, b["rel"]))[:real])
-  em, dif = np.concatenate(em), np.concatenate(dif)
-  out = {"test_examples": int(len(em)), "accuracy": float(em.mean())}
+  em, tok, dif = np.concatenate(em), np.concatenate(tok), np.concatenate(dif)
+  out = {"test_examples": int(len(em)), "accuracy": float(em.mean()),
+         "token_accuracy": float(tok.mean())}
   for d in sorted(set(dif.tolist())):
     out[f"accuracy_d{d}"] = float(em[dif == d].mean())
   if p1:
@@ -311,6 +317,12 @@ def evaluate(c, mode, forward, params, test, k) -> dict:
   return out
 
 
+def _field(c, dotted: str):
+  for part in dotted.split("."):
+    c = c[part]  # a KeyError names an unknown field
+  return c
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--mode", default="gumbel_st", choices=MODES + ("all",))
@@ -318,8 +330,15 @@ def main(argv=None):
   ap.add_argument("--seed", type=int, default=None)
   ap.add_argument("--config_arg", default=None, help="e.g. :smoke")
   ap.add_argument("--out", default="/tmp/facts_memory")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="override a config field, e.g. --set lr=1e-2 --set lobe.d_model=64")
   a = ap.parse_args(argv)
   c = get_config(a.config_arg)
+  for kv in a.set:
+    key, _, value = kv.partition("=")
+    old = _field(c, key)
+    c.update_from_flattened_dict({key: value.lower() in ("1", "true") if isinstance(old, bool)
+                                  else type(old)(value)})
   if a.steps is not None:
     c.steps = a.steps
   if a.seed is not None:
