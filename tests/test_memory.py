@@ -228,6 +228,29 @@ def test_recency_pretraining_and_distillation():
   assert np.abs(np.asarray(g_ref)).max() == 0.0
 
 
+def test_prefix_right_aligned_ends_every_item_at_its_slot_end():
+  B, C, L, D = 1, 3, 5, 4
+  E = jnp.arange(260 * D, dtype=jnp.float32).reshape(260, D) + 1.0  # no zero rows
+  ids = np.array([[[10, 11, 12, 0, 0], [20, 21, 22, 23, 24], [30, 0, 0, 0, 0]]], np.int32)
+  b = memory.from_arrays(np.zeros((B, C, 2), np.float32), ids, np.array([[3, 5, 1]]),
+                         np.ones((B, C), bool))
+  sel = memory.select(jnp.array([[2.0, 0.0, 1.0]]), b.mask_BC, 2, "greedy")  # items 0, 2
+  right = np.asarray(memory.prefix_embeds(sel, b, E, align="right"))
+  want_ids = [0, 0, 10, 11, 12, 0, 0, 0, 0, 30]
+  want = np.where((np.array(want_ids) > 0)[:, None], np.asarray(E)[want_ids], 0.0)
+  np.testing.assert_array_equal(right[0], want)
+  left = np.asarray(memory.prefix_embeds(sel, b, E))
+  np.testing.assert_array_equal(left[0, :3], np.asarray(E)[[10, 11, 12]])
+  assert not left[0, 3:5].any() and not left[0, 6:].any()
+  # A soft read-out mixes the aligned items position by position.
+  soft = memory.select(jnp.array([[0.0, 0.0, -1e9]]), b.mask_BC, 1, "soft", tau=1.0)
+  mix = np.asarray(memory.prefix_embeds(soft, b, E, align="right"))
+  np.testing.assert_allclose(mix[0, 1], 0.5 * np.asarray(E)[21], rtol=1e-6)
+  np.testing.assert_allclose(mix[0, 4], 0.5 * (np.asarray(E)[12] + np.asarray(E)[24]), rtol=1e-6)
+  with pytest.raises(ValueError, match="align"):
+    memory.prefix_embeds(sel, b, E, align="center")
+
+
 def test_prefix_prepends_selected_items_to_a_lobe():
   cfg = lobes.tiny()
   lp = jax.jit(lambda k: lobes.init(cfg, k))(KEY(0))

@@ -125,12 +125,24 @@ def read(cfg: MemoryConfig, params, bank: Bank, query_ids_BQ, query_len_B, key=N
   return select(s_BC, bank.mask_BC, cfg.k, mode or cfg.mode, key, tau, cfg.temperature), s_BC
 
 
-def prefix_embeds(sel: Selection, bank: Bank, emb_VD):
-  """The selected items' token embeddings, slot after slot: [B, k * L, D]."""
-  tok_mask_BCL = jnp.arange(bank.ids_BCL.shape[2])[None, None, :] < bank.len_BC[..., None]
-  e_BCLD = jnp.take(emb_VD, bank.ids_BCL, axis=0) * tok_mask_BCL[..., None].astype(emb_VD.dtype)
+def prefix_embeds(sel: Selection, bank: Bank, emb_VD, align: str = "left"):
+  """The selected items' token embeddings, slot after slot: [B, k * L, D]. Within its slot
+  of L positions an item starts at the first position (align="left", padding after it) or
+  ends at the last (align="right", padding before it: the item's last tokens then sit at
+  fixed places, whatever its length)."""
+  if align not in ("left", "right"):
+    raise ValueError(f"prefix_embeds: align={align!r}; expected 'left' or 'right'.")
+  L = bank.ids_BCL.shape[2]
+  pos_L = jnp.arange(L)
+  if align == "left":
+    ids_BCL, tok_mask_BCL = bank.ids_BCL, pos_L[None, None, :] < bank.len_BC[..., None]
+  else:
+    src_BCL = pos_L[None, None, :] - (L - bank.len_BC[..., None])  # slot place -> item token
+    tok_mask_BCL = src_BCL >= 0
+    ids_BCL = jnp.take_along_axis(bank.ids_BCL, jnp.maximum(src_BCL, 0), axis=2)
+  e_BCLD = jnp.take(emb_VD, ids_BCL, axis=0) * tok_mask_BCL[..., None].astype(emb_VD.dtype)
   p_BJLD = jnp.einsum("bjc,bcld->bjld", sel.weights_BJC.astype(emb_VD.dtype), e_BCLD)
-  B, J, L, D = p_BJLD.shape
+  B, J, _, D = p_BJLD.shape
   return p_BJLD.reshape(B, J * L, D)
 
 
