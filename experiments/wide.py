@@ -27,6 +27,11 @@ from slnjax import config as cfg_lib
 from slnjax.wide.loss import WideLossConfig
 
 KIND = "wide"
+MIN_ITERS = 0  # model.wide.min_iters
+HALT_WARMUP = 0  # objective.halt_warmup (training steps that make every lobe call)
+
+
+ARG_KEYS = ("route", "steps", "seed", "max_iters", "min_iters", "halt_warmup")
 
 
 def parse_arg(arg):
@@ -36,10 +41,16 @@ def parse_arg(arg):
       smoke = True
       continue
     key, sep, value = item.partition("=")
-    if not sep or key not in ("route", "steps", "seed", "max_iters"):
+    if not sep or key not in ARG_KEYS:
       raise ValueError(f"Config argument {item!r}: expected 'smoke' or key=value with key in "
-                       "route, steps, seed, max_iters.")
-    kv[key] = value if key == "route" else int(value)
+                       f"{', '.join(ARG_KEYS)}.")
+    if key == "route":
+      kv[key] = value
+      continue
+    try:
+      kv[key] = int(value)
+    except ValueError:
+      raise ValueError(f"Config argument {item!r}: {key} takes an integer.") from None
   return smoke, kv
 
 
@@ -60,10 +71,11 @@ def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
   c.model.left = cfg_lib.lobe_dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
   c.model.right = None  # the right lobe is an expert lobe of the LM's width (model.wide)
   c.model.wide.update(dict(k_in=1, k_out=1, max_iters=kv.get("max_iters", 4), write_len=2,
-                           n_experts=4, top_k=1, route=kv.get("route", "soft"), answer_len=6,
-                           **wide_kw))
+                           min_iters=kv.get("min_iters", MIN_ITERS), n_experts=4, top_k=1,
+                           route=kv.get("route", "soft"), answer_len=6, **wide_kw))
   loss = WideLossConfig(ponder_kl=0.01, prior_lambda=0.3, compute_cost=0.01, balance=0.01,
-                        critic=1.0, reward="correct")
+                        critic=1.0, reward="correct",
+                        halt_warmup=kv.get("halt_warmup", HALT_WARMUP))
   c.objective = config_dict.ConfigDict({"name": "wide", **{
       k: getattr(loss, k) for k in loss.__dataclass_fields__}})
   c.optim.left = cfg_lib.optim_dict(lr=3e-3, warmup_steps=50)
@@ -76,7 +88,7 @@ def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
     c.task.overrides.update(name="wide_smoke", num_train=128, num_test=16, num_test_longer=8)
     c.batch_size, c.steps, c.log_every = 8, 2, 1
     c.model.left.update(d_model=16, d_ff=32)
-    c.model.wide.update(max_iters=2, n_experts=2)
+    c.model.wide.update(max_iters=2, n_experts=2, min_iters=min(c.model.wide.min_iters, 2))
   return cfg_lib.finalize(c)
 
 
