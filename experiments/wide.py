@@ -29,9 +29,11 @@ from slnjax.wide.loss import WideLossConfig
 KIND = "wide"
 MIN_ITERS = 0  # model.wide.min_iters
 HALT_WARMUP = 0  # objective.halt_warmup (training steps that make every lobe call)
+PRIOR_FLOOR = 0.0  # objective.prior_floor (the prior's weight in the answer loss)
 
 
-ARG_KEYS = ("route", "steps", "seed", "max_iters", "min_iters", "halt_warmup")
+ARG_KEYS = ("route", "steps", "seed", "max_iters", "min_iters", "halt_warmup", "prior_floor")
+FLOAT_KEYS = ("prior_floor",)
 
 
 def parse_arg(arg):
@@ -47,10 +49,12 @@ def parse_arg(arg):
     if key == "route":
       kv[key] = value
       continue
+    kind = float if key in FLOAT_KEYS else int
     try:
-      kv[key] = int(value)
+      kv[key] = kind(value)
     except ValueError:
-      raise ValueError(f"Config argument {item!r}: {key} takes an integer.") from None
+      raise ValueError(f"Config argument {item!r}: {key} takes "
+                       f"{'a number' if kind is float else 'an integer'}.") from None
   return smoke, kv
 
 
@@ -75,7 +79,8 @@ def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
                            route=kv.get("route", "soft"), answer_len=6, **wide_kw))
   loss = WideLossConfig(ponder_kl=0.01, prior_lambda=0.3, compute_cost=0.01, balance=0.01,
                         critic=1.0, reward="correct",
-                        halt_warmup=kv.get("halt_warmup", HALT_WARMUP))
+                        halt_warmup=kv.get("halt_warmup", HALT_WARMUP),
+                        prior_floor=kv.get("prior_floor", PRIOR_FLOOR))
   c.objective = config_dict.ConfigDict({"name": "wide", **{
       k: getattr(loss, k) for k in loss.__dataclass_fields__}})
   c.optim.left = cfg_lib.optim_dict(lr=3e-3, warmup_steps=50)

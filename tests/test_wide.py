@@ -279,6 +279,51 @@ def test_halt_warmup_makes_every_call_then_frees_the_gate(route):
   assert len(traces) == 1, "the warm-up schedule retraced the loss"
 
 
+def _fake_out(n_iters, batch, seed=0):
+  """A WideOut with random halting weights and answer losses (no model: loss tests), as an
+  unroll with min_calls=1 makes it: no halting at call 0."""
+  rng = np.random.default_rng(seed)
+  n, b, f = n_iters, batch, np.float32
+  z = lambda *shape: jnp.zeros(shape, f)
+  iters = rng.integers(1, n + 1, b)
+  halt_w = rng.uniform(0.1, 0.9, (n, b)) * (np.arange(n) >= 1)[:, None]
+  return wide.WideOut(
+      halt_w_NB=jnp.asarray(halt_w, f),
+      choice_NB=jnp.zeros((n, b), jnp.int32), logp_NB=z(n, b), probs_NB3=z(n, b, 3) + 1 / 3,
+      lobe_w_NB2=z(n, b, 2) + 0.5, running_NB=jnp.asarray(np.arange(n)[:, None] <= iters),
+      iters_B=jnp.asarray(iters, jnp.int32), probs_left_NBWX=z(n, b, 1, 2) + 0.5,
+      index_left_NBWk=jnp.zeros((n, b, 1, 1), jnp.int32), probs_right_NBWX=z(n, b, 1, 2) + 0.5,
+      index_right_NBWk=jnp.zeros((n, b, 1, 1), jnp.int32), score_logit_NB=z(n, b),
+      ce_nB=jnp.asarray(rng.uniform(1, 5, (n + 1, b)), f),
+      correct_nB=jnp.asarray(rng.uniform(size=(n + 1, b)) < 0.5), first_logits_nBV=None,
+      ntok_B=jnp.full((b,), 2, jnp.int32))
+
+
+@pytest.mark.parametrize("route", ["soft", "hard"])
+def test_prior_floor_trains_the_answer_after_every_number_of_calls(route):
+  out = _fake_out(3, 5)
+  q = np.asarray(wide.halting_distribution(out.halt_w_NB))
+  if route == "hard":
+    q = np.eye(4)[np.asarray(out.iters_B)].T
+  prior = np.asarray(wide.geometric_prior(3, 0.3, 1))
+  ce = np.asarray(out.ce_nB)
+
+  def loss_of(eps):
+    cfg = wide.WideLossConfig(prior_floor=eps, balance=0.0, reward="neg_ce")
+    f = lambda ce_nB: wide.wide_loss(out._replace(ce_nB=ce_nB), cfg, route, min_calls=1)
+    return jax.jit(jax.value_and_grad(f, has_aux=True))(out.ce_nB)
+
+  (_, m0), g0 = loss_of(0.0)
+  (_, m), g = loss_of(0.25)
+  # Metrics stay those of q; the gradient to each CE_n is (1 - eps) q_n + eps p_n (per token).
+  np.testing.assert_allclose(float(m["answer_ce"]), float(m0["answer_ce"]), rtol=1e-6)
+  np.testing.assert_allclose(float(m0["answer_ce"]), np.mean((q * ce).sum(0) / 2), rtol=1e-5)
+  want = ((0.75 * q + 0.25 * prior[:, None]) / 2) / 5  # (the hard reward is stop-gradient)
+  np.testing.assert_allclose(np.asarray(g), want, rtol=1e-5, atol=1e-7)
+  assert np.all(np.asarray(g)[1:] > 0) and np.all(np.asarray(g)[0] == 0)  # p_0 = 0 with m = 1
+  np.testing.assert_allclose(np.asarray(g0), (q / 2) / 5, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("route,pg", [("gumbel_st", "reinforce"), ("soft", "reinforce"),
                                       ("hard", "reinforce"), ("hard", "ppo")])

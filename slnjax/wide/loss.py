@@ -24,6 +24,13 @@ the optional calls, p_n = lambda (1 - lambda)^(n - m) for m <= n < N (tail at N)
 at N in every route, so the decoder learns to read lobe slots before the gate may halt
 early (the gate still learns which lobe to call: in the hard route REINFORCE on its masked
 left / right policy). From step W on, m = min_iters. The step is traced (one compilation).
+
+``prior_floor`` eps: the answer loss weights halting step n by (1 - eps) q_n + eps p_n (p the
+prior), so the decoder keeps learning to answer after every number of calls, not only after
+the one the gate currently prefers (in the PonderNet loss a step with q_n ~ 0 gets no
+training, so its CE_n stays high and the gate never moves there: a rich-get-richer
+collapse onto one n). The gate's gradient is that of (1 - eps) E_q[CE]; ``answer_ce``,
+``accuracy`` and the hard route's reward stay those of q.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ class WideLossConfig:
   clip_eps: float = 0.2  # PPO
   entropy: float = 0.0  # bonus on the gate's choice entropy (hard route)
   halt_warmup: int = 0  # W: training steps < W make all max_iters lobe calls (0: off)
+  prior_floor: float = 0.0  # eps: weight of the prior in the answer loss's halting weights
 
   def __post_init__(self):
     if self.pg not in ("reinforce", "ppo"):
@@ -61,6 +69,9 @@ class WideLossConfig:
     if isinstance(w, bool) or not isinstance(w, int) or w < 0:
       raise ValueError(f"halt_warmup={w!r} must be an int >= 0: the number of training steps "
                        "that make every lobe call (0 turns the warm-up off).")
+    if not 0 <= self.prior_floor < 1:
+      raise ValueError(f"prior_floor={self.prior_floor} must lie in [0, 1) (0: the answer loss "
+                       "is PonderNet's E_q[CE]).")
 
 
 def min_calls_at(cfg: WideLossConfig, min_iters: int, max_iters: int, step):
@@ -120,6 +131,14 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
   t_star = out.iters_B
   hard_q_nB = jax.nn.one_hot(t_star, N + 1, axis=0, dtype=out.ce_nB.dtype)
   metrics = {}
+  prior_n = geometric_prior(N, cfg.prior_lambda, min_calls)
+
+  def floored(task_B):  # the answer loss the model trains on (see prior_floor)
+    if not cfg.prior_floor:
+      return task_B
+    all_B = jnp.sum(prior_n[:, None] * out.ce_nB, 0) / ntok_B
+    return (1 - cfg.prior_floor) * task_B + cfg.prior_floor * all_B
+
   if route == "hard":
     q_nB = hard_q_nB
     task_B = jnp.sum(q_nB * out.ce_nB, 0) / ntok_B
@@ -139,7 +158,7 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
       metrics["ppo_clip_frac"] = mean(jnp.sum(run_NB * (jnp.abs(ratio_NB - 1) > cfg.clip_eps), 0)
                                       / jnp.maximum(run_NB.sum(0), 1))
     ent_NB = -jnp.sum(out.probs_NB3 * jnp.log(jnp.clip(out.probs_NB3, 1e-12)), -1)
-    loss_B = task_B + pg_B - cfg.entropy * jnp.sum(run_NB * ent_NB, 0)
+    loss_B = floored(task_B) + pg_B - cfg.entropy * jnp.sum(run_NB * ent_NB, 0)
     metrics["reward"] = mean(r_B)
     compute_B = t_star.astype(jnp.float32)
   else:
@@ -147,9 +166,9 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
     task_B = jnp.sum(q_nB * out.ce_nB, 0) / ntok_B
     correct_B = jnp.sum(jax.lax.stop_gradient(q_nB) * out.correct_nB, 0)
     compute_B = jnp.sum(q_nB * n_idx, 0)
-    loss_B = task_B + cfg.compute_cost * compute_B
+    loss_B = floored(task_B) + cfg.compute_cost * compute_B
     if cfg.ponder_kl:
-      kl_B = ponder_kl(q_nB, geometric_prior(N, cfg.prior_lambda, min_calls))
+      kl_B = ponder_kl(q_nB, prior_n)
       loss_B = loss_B + cfg.ponder_kl * kl_B
       metrics["ponder_kl"] = mean(kl_B)
   loss = mean(loss_B)
