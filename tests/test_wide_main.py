@@ -78,7 +78,7 @@ def test_bad_wide_config_names_the_key(tmp_path):
   with pytest.raises(ValueError, match=r"key in route, steps, seed, max_iters, min_iters, "
                                        r"halt_warmup, prior_floor"):
     experiment("wide", arg="warmup=3")
-  with pytest.raises(ValueError, match=r"config.objective: prior_floor=1.0 must lie in \[0, 1\)"):
+  with pytest.raises(ValueError, match=r"prior_floor=1.0 must lie in \[0, 1\)"):
     experiment("wide", arg="smoke,prior_floor=1")
   fixed = experiment("wide", arg="smoke,min_iters=1,halt_warmup=3,prior_floor=0.25")
   assert fixed.model.wide.min_iters == 1 and fixed.objective.halt_warmup == 3

@@ -105,8 +105,10 @@ def _min_calls(model: WideSLN, min_calls):
 
 
 def step(model: WideSLN, params, state, x, *, mode, tau, freeze, forced_B=None, enter_B=None,
-         min_calls=0):
-  """One gate call and lobe call for every example. Returns (state, per-step outputs)."""
+         min_calls=None):
+  """One gate call and lobe call for every example. Returns (state, per-step outputs).
+  `min_calls` (None: WideConfig.min_iters): no OUTPUT choice at calls t < min_calls."""
+  min_calls = _min_calls(model, min_calls)
   if enter_B is not None:  # truncated BPTT: the state entering step t carries no gradient
     state = _sg_where(state, enter_B)
   pl, pr, c = params["left"], params["right"], model.cfg
