@@ -239,6 +239,12 @@ def validate(c: config_dict.ConfigDict) -> None:
       build_model(c)  # WideConfig's own checks, then k_in + k_out against the LM's layers
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.model.wide: {e}") from e
+    if c.objective.name in ("wide", "wide_ppo"):  # the loss's own checks (WideLossConfig)
+      try:
+        names = [f.name for f in dataclasses.fields(wide.WideLossConfig)]
+        wide.WideLossConfig(**{k: c.objective[k] for k in names})
+      except (ValueError, TypeError) as e:
+        raise ValueError(f"config.objective: {e}") from e
   else:
     try:
       loop_config(c)

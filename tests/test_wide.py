@@ -24,9 +24,9 @@ def _batch():
 
 
 @functools.lru_cache(maxsize=None)
-def _setup(kind, route):
+def _setup(kind, route, min_iters=0):
   cfg = wide.WideConfig(k_in=1, k_out=1, max_iters=N, write_len=W, n_experts=X, top_k=K,
-                        route=route, answer_len=M)
+                        route=route, answer_len=M, min_iters=min_iters)
   model = sln.build(kind, LM, None, cfg)
   params = wide.init(model, KEY(0))
   # Sharpen the gate (random init is near uniform) so that examples halt at different steps.
@@ -50,6 +50,13 @@ def test_registered_kinds_and_config_mapping():
     wide.build("wide", LM, wide.WideConfig(k_in=2, k_out=2))
   with pytest.raises(ValueError, match="route"):
     wide.WideConfig(route="argmax")
+  for bad in (-1, 5, 1.5):
+    with pytest.raises(ValueError, match=r"min_iters=.* must be an int in \[0, max_iters=4\]"):
+      wide.WideConfig(max_iters=4, min_iters=bad)
+  assert wide.WideConfig(max_iters=4, min_iters=4).min_iters == 4
+  for bad in (-2, 0.5, True):
+    with pytest.raises(ValueError, match="halt_warmup=.* must be an int >= 0"):
+      wide.WideLossConfig(halt_warmup=bad)
 
 
 def test_from_lobe_reuses_first_and_last_blocks():
@@ -72,10 +79,13 @@ def test_from_lobe_reuses_first_and_last_blocks():
     wide.from_lobe(wide.build("wide", LM, wide.WideConfig()), lobe, KEY(4))
 
 
-@pytest.mark.parametrize("kind,route", [("wide", "gumbel_st"), ("lateralized_wide", "greedy")])
-def test_gate_halting_matches_while_loop_driver(kind, route):
-  model, params, roll, unroll = _setup(kind, route)
-  seen = set()
+@pytest.mark.parametrize("kind,route,m", [("wide", "gumbel_st", 0),
+                                          ("lateralized_wide", "greedy", 0),
+                                          ("wide", "gumbel_st", 2), ("wide", "hard", 1)])
+def test_gate_halting_matches_while_loop_driver(kind, route, m):
+  model, params, roll, unroll = _setup(kind, route, m)
+  free = jax.jit(lambda p, k: wide.halting_iters(model, p, *_batch(), k, min_calls=0))
+  seen, early = set(), 0
   for seed in range(4):
     key = KEY(10 + seed)
     # A different bias towards OUTPUT per round: from rarely to mostly halting at once.
@@ -86,6 +96,9 @@ def test_gate_halting_matches_while_loop_driver(kind, route):
     out = unroll(params, key, tr.answer_ids_BM, jnp.full((B,), M))
     it = np.asarray(tr.iters_B)
     seen.update(it.tolist())
+    # min_iters m: never OUTPUT before call m (the same gate unmasked halts earlier at times).
+    assert it.min() >= m
+    early += int(np.sum(np.asarray(free(params, key)) < m))
     np.testing.assert_array_equal(np.asarray(out.iters_B), it)
     np.testing.assert_array_equal(np.asarray(tr.gate_halted_B), it < N)
     t_NB = np.arange(N)[:, None]
@@ -114,6 +127,7 @@ def test_gate_halting_matches_while_loop_driver(kind, route):
       s = np.asarray(tr.score_NB)
       assert np.all(((s > 0) & (s < 1))[ran_NB.repeat(B, 1)])
   assert len(seen) > 1, f"all examples halted alike ({seen}): the test would prove little"
+  assert m == 0 or early > 0, "the unmasked gate never halts before m: min_iters is untested"
 
 
 @jax.jit
@@ -145,6 +159,37 @@ def test_route_modes():
   np.testing.assert_allclose(out["forced"].logp_B, lp[:, RIGHT], rtol=1e-5)
   # The straight-through halting weight has the relaxed gradient; the hard one has none.
   assert np.abs(grads["gumbel_st"]).sum() > 0 and np.abs(grads["hard"]).sum() == 0
+
+
+@jax.jit
+def _masked_routes(logits, key, may_halt_B):
+  out, grads = {}, {}
+  for m in ("soft", "gumbel", "straight_through", "gumbel_st", "hard", "greedy"):
+    f = lambda l, m=m: wide.route(l, m, key, tau=0.5, may_halt=may_halt_B)
+    out[m], out[m + "_free"] = f(logits), wide.route(logits, m, key, tau=0.5)
+    grads[m] = jax.grad(lambda l: f(l).halt_w_B.sum() + f(l).logp_B.sum())(logits)
+  return out, grads
+
+
+def test_route_may_not_halt_before_min_calls():
+  rng = np.random.default_rng(2)
+  logits = (rng.normal(size=(64, 3)) * 2 + np.array([0, 0, 3.0])).astype(np.float32)
+  may_B = np.arange(64) % 2 == 0
+  out, grads = jax.tree.map(np.asarray, _masked_routes(logits, KEY(3), may_B))
+  lp2 = np.asarray(jax.nn.log_softmax(logits[:, :2]))
+  for mode in ("soft", "gumbel", "straight_through", "gumbel_st", "hard", "greedy"):
+    r, free = out[mode], out[mode + "_free"]
+    assert np.any(free.choice_B[~may_B] == OUTPUT)  # OUTPUT is likely: the mask matters
+    assert np.all(r.choice_B[~may_B] != OUTPUT) and np.all(r.halt_w_B[~may_B] == 0)
+    np.testing.assert_array_equal(r.choice_B[~may_B], r.lobe_B[~may_B])
+    np.testing.assert_array_equal(r.probs_B3[~may_B, OUTPUT], 0.0)
+    np.testing.assert_array_equal(r.choice_B[may_B], free.choice_B[may_B])  # the rest is as is
+    np.testing.assert_allclose(r.halt_w_B[may_B], free.halt_w_B[may_B], rtol=1e-6)
+    # The policy at a masked call is the gate's conditional over the two lobes.
+    rows = np.flatnonzero(~may_B)
+    np.testing.assert_allclose(r.logp_B[rows], lp2[rows, r.choice_B[rows]], rtol=1e-5,
+                               atol=1e-6)
+    assert np.all(np.isfinite(grads[mode])) and np.all(grads[mode][~may_B, OUTPUT] == 0)
 
 
 def test_load_balancing_loss_by_hand():
@@ -186,6 +231,97 @@ def test_halting_distribution_and_prior():
   np.testing.assert_allclose(prior.sum(), 1.0, rtol=1e-6)
   np.testing.assert_allclose(kl0, 0.0, atol=1e-6)
   assert float(kl.min()) > 0
+  # The prior over the optional calls: shifted to start at min_calls m (traced or not).
+  for m in (0, 2, 4):
+    pm = np.asarray(jax.jit(lambda m: wide.geometric_prior(4, 0.3, m))(jnp.int32(m)))
+    want = [0.0] * m + [0.3 * 0.7 ** k for k in range(4 - m)] + [0.7 ** (4 - m)]
+    np.testing.assert_allclose(pm, want, rtol=1e-5, atol=1e-7)
+  hm = np.concatenate([np.zeros((2, 5), np.float32), h[2:]])  # no OUTPUT before call 2
+  kl_m, g = jax.jit(jax.value_and_grad(lambda hh: wide.ponder_kl(
+      wide.halting_distribution(hh), wide.geometric_prior(4, 0.3, 2)).sum()))(hm)
+  assert np.isfinite(float(kl_m)) and float(kl_m) > 0 and np.all(np.isfinite(np.asarray(g)))
+
+
+@pytest.mark.parametrize("route", ["soft", "hard"])
+def test_halt_warmup_makes_every_call_then_frees_the_gate(route):
+  from slnjax.objectives import Context
+  from slnjax.objectives import wide as wide_objectives
+  cfg = wide.WideConfig(max_iters=N, min_iters=1, route=route, n_experts=2, answer_len=2)
+  model = wide.build("wide", LM, cfg)
+  params = wide.init(model, KEY(0))
+  gate = params["left"]["gate"]  # a gate that wants to output at once
+  params["left"]["gate"] = {**gate, "b_out": jnp.array([0.0, 0.0, 4.0])}
+  ids, plen = _batch()
+  batch = {"prompt_ids": ids, "prompt_len": plen, "target_len": jnp.array([2, 1, 2, 2]),
+           "target_ids": jnp.asarray(np.random.default_rng(5).integers(4, 260, (B, 2)),
+                                     jnp.int32)}
+  hp = {"name": "wide", "halt_warmup": 5, "ponder_kl": 0.1, "reward": "neg_ce"}
+  traces = []
+
+  @jax.jit
+  def run(p, step):
+    traces.append(step)
+    ctx = Context(model, hp, step, jnp.float32(1.0))
+    (loss, m), g = jax.value_and_grad(
+        lambda p: wide_objectives.WIDE.loss(ctx, p, {}, batch, None, KEY(1)), has_aux=True)(p)
+    return loss, m, g
+
+  norm = lambda t: float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(t))))
+  for step in (0, 4):  # warm-up: every call made, q one-hot at N
+    loss, m, g = run(params, jnp.int32(step))
+    assert float(m["min_calls"]) == N and float(m["iters_hard"]) == N
+    np.testing.assert_allclose(float(m["iters_expected"]), N, rtol=1e-6)
+    assert np.isfinite(float(loss)) and norm(g["left"]["lobe"]) > 0
+  loss, m, g = run(params, jnp.int32(5))  # then min_iters = 1, and this gate halts at once
+  assert float(m["min_calls"]) == 1 and float(m["iters_hard"]) < N
+  assert 1 <= float(m["iters_expected"]) < N and np.isfinite(float(loss))
+  assert norm(g["left"]["gate"]) > 0
+  assert len(traces) == 1, "the warm-up schedule retraced the loss"
+
+
+def _fake_out(n_iters, batch, seed=0):
+  """A WideOut with random halting weights and answer losses (no model: loss tests), as an
+  unroll with min_calls=1 makes it: no halting at call 0."""
+  rng = np.random.default_rng(seed)
+  n, b, f = n_iters, batch, np.float32
+  z = lambda *shape: jnp.zeros(shape, f)
+  iters = rng.integers(1, n + 1, b)
+  halt_w = rng.uniform(0.1, 0.9, (n, b)) * (np.arange(n) >= 1)[:, None]
+  return wide.WideOut(
+      halt_w_NB=jnp.asarray(halt_w, f),
+      choice_NB=jnp.zeros((n, b), jnp.int32), logp_NB=z(n, b), probs_NB3=z(n, b, 3) + 1 / 3,
+      lobe_w_NB2=z(n, b, 2) + 0.5, running_NB=jnp.asarray(np.arange(n)[:, None] <= iters),
+      iters_B=jnp.asarray(iters, jnp.int32), probs_left_NBWX=z(n, b, 1, 2) + 0.5,
+      index_left_NBWk=jnp.zeros((n, b, 1, 1), jnp.int32), probs_right_NBWX=z(n, b, 1, 2) + 0.5,
+      index_right_NBWk=jnp.zeros((n, b, 1, 1), jnp.int32), score_logit_NB=z(n, b),
+      ce_nB=jnp.asarray(rng.uniform(1, 5, (n + 1, b)), f),
+      correct_nB=jnp.asarray(rng.uniform(size=(n + 1, b)) < 0.5), first_logits_nBV=None,
+      ntok_B=jnp.full((b,), 2, jnp.int32))
+
+
+@pytest.mark.parametrize("route", ["soft", "hard"])
+def test_prior_floor_trains_the_answer_after_every_number_of_calls(route):
+  out = _fake_out(3, 5)
+  q = np.asarray(wide.halting_distribution(out.halt_w_NB))
+  if route == "hard":
+    q = np.eye(4)[np.asarray(out.iters_B)].T
+  prior = np.asarray(wide.geometric_prior(3, 0.3, 1))
+  ce = np.asarray(out.ce_nB)
+
+  def loss_of(eps):
+    cfg = wide.WideLossConfig(prior_floor=eps, balance=0.0, reward="neg_ce")
+    f = lambda ce_nB: wide.wide_loss(out._replace(ce_nB=ce_nB), cfg, route, min_calls=1)
+    return jax.jit(jax.value_and_grad(f, has_aux=True))(out.ce_nB)
+
+  (_, m0), g0 = loss_of(0.0)
+  (_, m), g = loss_of(0.25)
+  # Metrics stay those of q; the gradient to each CE_n is (1 - eps) q_n + eps p_n (per token).
+  np.testing.assert_allclose(float(m["answer_ce"]), float(m0["answer_ce"]), rtol=1e-6)
+  np.testing.assert_allclose(float(m0["answer_ce"]), np.mean((q * ce).sum(0) / 2), rtol=1e-5)
+  want = ((0.75 * q + 0.25 * prior[:, None]) / 2) / 5  # (the hard reward is stop-gradient)
+  np.testing.assert_allclose(np.asarray(g), want, rtol=1e-5, atol=1e-7)
+  assert np.all(np.asarray(g)[1:] > 0) and np.all(np.asarray(g)[0] == 0)  # p_0 = 0 with m = 1
+  np.testing.assert_allclose(np.asarray(g0), (q / 2) / 5, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.slow

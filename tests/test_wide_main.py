@@ -67,6 +67,22 @@ def test_bad_wide_config_names_the_key(tmp_path):
     cfg.experiment("wide", "wide", model=dict(wide=dict(k_in=2)))
   with pytest.raises(ValueError, match=r"config.model.wide: WideConfig.route='softish'"):
     cfg.experiment("lateralized_wide", "wide", model=dict(wide=dict(route="softish")))
+  with pytest.raises(ValueError, match=r"config.model.wide: WideConfig.min_iters=5 must be an "
+                                       r"int in \[0, max_iters=4\]"):
+    cfg.experiment("wide", "wide", model=dict(wide=dict(max_iters=4, min_iters=5)))
+  with pytest.raises(ValueError, match=r"config.objective: halt_warmup=-3 must be an int >= 0"):
+    cfg.experiment("wide", "wide_ppo", objective=dict(name="wide_ppo", halt_warmup=-3),
+                   model=dict(wide=dict(route="hard")))
+  with pytest.raises(ValueError, match=r"'min_iters=two': min_iters takes an integer"):
+    experiment("wide", arg="min_iters=two")
+  with pytest.raises(ValueError, match=r"key in route, steps, seed, max_iters, min_iters, "
+                                       r"halt_warmup, prior_floor"):
+    experiment("wide", arg="warmup=3")
+  with pytest.raises(ValueError, match=r"prior_floor=1.0 must lie in \[0, 1\)"):
+    experiment("wide", arg="smoke,prior_floor=1")
+  fixed = experiment("wide", arg="smoke,min_iters=1,halt_warmup=3,prior_floor=0.25")
+  assert fixed.model.wide.min_iters == 1 and fixed.objective.halt_warmup == 3
+  assert fixed.objective.prior_floor == 0.25
   base = cfg.base_config()
   base.model.kind, base.objective.name = "wide", "wide"
   base.model.wide = None

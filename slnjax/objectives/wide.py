@@ -7,6 +7,8 @@
               updates replay them (route "hard").
 
 Hyper-parameters: the fields of slnjax.wide.loss.WideLossConfig (+ ppo_epochs for wide_ppo).
+``halt_warmup`` reads ``ctx.step`` (traced): the rollout and the loss of a step use the same
+minimum number of lobe calls (min_calls_at).
 Importing this module registers both names (slnjax.objectives imports it, so the train loop
 and config.finalize find them like any other objective).
 """
@@ -17,7 +19,7 @@ import dataclasses
 from slnjax.objectives.base import Objective, batch_valid, hparams, register
 from slnjax.wide.loop import rollout as wide_rollout
 from slnjax.wide.loop import unroll
-from slnjax.wide.loss import WideLossConfig, wide_loss
+from slnjax.wide.loss import WideLossConfig, min_calls_at, wide_loss
 from slnjax.wide.model import WideSLN
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(WideLossConfig)}
@@ -26,6 +28,11 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(WideLossConfig)}
 def loss_config(obj: Objective, cfg) -> WideLossConfig:
   hp = hparams(obj, cfg)
   return WideLossConfig(**{k: hp[k] for k in DEFAULTS})
+
+
+def _min_calls(ctx, lcfg: WideLossConfig):
+  c = ctx.model.cfg
+  return min_calls_at(lcfg, c.min_iters, c.max_iters, ctx.step)
 
 
 def _check(model):
@@ -41,10 +48,12 @@ def _loss(obj, ctx, params, batch, rng, rollout=None):
   forced = old = None
   if rollout is not None:
     forced, old = rollout["choice_NB"], rollout["logp_NB"]
+  m = _min_calls(ctx, lcfg)
   out = unroll(model, params, batch["prompt_ids"], batch["prompt_len"], rng,
-               batch["target_ids"], batch["target_len"], tau=ctx.tau, forced_choice_NB=forced)
+               batch["target_ids"], batch["target_len"], tau=ctx.tau, forced_choice_NB=forced,
+               min_calls=m)
   return wide_loss(out, lcfg, model.cfg.route, model.cfg.lateralized, old_logp_NB=old,
-                   valid_B=batch_valid(batch))
+                   valid_B=batch_valid(batch), min_calls=m)
 
 
 def wide_objective(ctx, params, frozen, batch, rollout, rng):
@@ -63,7 +72,8 @@ def wide_ppo_rollout(ctx, params, frozen, batch, rng):
   del frozen
   _check(ctx.model)
   tr = wide_rollout(ctx.model, params, batch["prompt_ids"], batch["prompt_len"], rng, ctx.tau,
-                    mode="hard", answer_len=1)
+                    mode="hard", answer_len=1, min_calls=_min_calls(ctx, loss_config(WIDE_PPO,
+                                                                                     ctx.cfg)))
   return {"choice_NB": tr.choice_NB, "logp_NB": tr.logp_NB, "active_NB": tr.active_NB}
 
 

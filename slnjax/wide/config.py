@@ -15,6 +15,13 @@ is passed on, with the names of ``slnjax.soft_tokens``:
 In ``soft`` and ``gumbel`` every example runs all ``max_iters`` iterations (the halting weights
 only weight the per-iteration answer losses); in the other modes an example halts (is frozen)
 at the first iteration whose choice is "output", as in the ``lax.while_loop`` driver.
+
+``min_iters`` m: the gate cannot choose OUTPUT at its calls t < m (its OUTPUT logit is masked
+there, in every route and in both drivers), so every example makes at least m lobe calls and
+the gate chooses among the lobes only. Without it a gate trained from scratch can halt at
+its first call before the decoder ever learned to read lobe slots, and then nothing
+teaches it otherwise (docs/results.md, rows E and G). The loss's ``halt_warmup`` raises m to
+``max_iters`` for the first training steps (slnjax/wide/loss.py).
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ class WideConfig:
   k_in: int = 1  # encoder: the LM's first k_in blocks
   k_out: int = 1  # decoder: the LM's last k_out blocks (then final norm + LM head)
   max_iters: int = 4  # N: lobe invocations at most; the gate's (N+1)-th call is "output"
+  min_iters: int = 0  # m: lobe invocations at least (OUTPUT masked at gate calls t < m)
   write_len: int = 1  # W: context slots a lobe call appends
   n_experts: int = 4
   top_k: int = 1  # experts per slot (Switch: 1)
@@ -48,6 +56,10 @@ class WideConfig:
     for name in ("k_in", "k_out", "max_iters", "write_len", "n_experts", "top_k", "answer_len"):
       if getattr(self, name) < 1:
         raise ValueError(f"WideConfig.{name}={getattr(self, name)} must be >= 1.")
+    if (isinstance(self.min_iters, bool) or not isinstance(self.min_iters, int)
+        or not 0 <= self.min_iters <= self.max_iters):
+      raise ValueError(f"WideConfig.min_iters={self.min_iters!r} must be an int in [0, "
+                       f"max_iters={self.max_iters}] (0: the gate may output at once).")
     if self.top_k > self.n_experts:
       raise ValueError(f"WideConfig.top_k={self.top_k} exceeds n_experts={self.n_experts}.")
     if self.bptt_depth is not None and self.bptt_depth < 1:

@@ -78,9 +78,22 @@ class Route(NamedTuple):
   probs_B3: jax.Array  # softmax(logits / temperature)
 
 
-def route(logits_B3, mode: str, key=None, tau=1.0, temperature=1.0, forced_B=None) -> Route:
+def mask_output(logits_B3, may_halt):
+  """OUTPUT's logit pushed to -1e30 where `may_halt` (bool, scalar or [B]) is False: its
+  probability, halting weight and gradient are then exactly 0 in every route."""
+  f = jnp.promote_types(logits_B3.dtype, jnp.float32)
+  keep_B3 = (jnp.arange(3) != OUTPUT)[None, :] | jnp.reshape(may_halt, (-1, 1))
+  return jnp.where(keep_B3, logits_B3.astype(f), jnp.asarray(_NEG, f))
+
+
+def route(logits_B3, mode: str, key=None, tau=1.0, temperature=1.0, forced_B=None,
+          may_halt=None) -> Route:
   """The gate's decision under `mode` (see slnjax/wide/config.py). `forced_B` (int32 [B])
-  replays recorded choices (PPO ratios): the choice and lobe are taken from it."""
+  replays recorded choices (PPO ratios): the choice and lobe are taken from it. `may_halt`
+  (bool, scalar or [B]; None: True) False: OUTPUT is not a choice (the policy is the gate's
+  conditional over the two lobes; log-probs are of that policy)."""
+  if may_halt is not None:
+    logits_B3 = mask_output(logits_B3, may_halt)
   f = jnp.promote_types(logits_B3.dtype, jnp.float32)
   scaled_B3 = logits_B3.astype(f) / temperature
   logprobs_B3 = jax.nn.log_softmax(scaled_B3, axis=-1)

@@ -16,6 +16,9 @@ them are appended at the example's write position.
   step where an example's gate says OUTPUT equals the rollout's final context, so the two
   drivers agree on halting and on the answer (tests/test_wide.py). Truncated BPTT:
   ``bptt_depth`` k keeps the gradient of the last k lobe calls before each example halts.
+
+Both drivers take ``min_calls`` m (default ``WideConfig.min_iters``; an int or a traced int32
+scalar, e.g. the loss's warm-up schedule): the gate may not choose OUTPUT at calls t < m.
 """
 from __future__ import annotations
 
@@ -97,15 +100,23 @@ def prefill(model: WideSLN, params, prompt_ids_BP, prompt_len_B, answer_len: int
   return enc_cache, state
 
 
-def step(model: WideSLN, params, state, x, *, mode, tau, freeze, forced_B=None, enter_B=None):
-  """One gate call and lobe call for every example. Returns (state, per-step outputs)."""
+def _min_calls(model: WideSLN, min_calls):
+  return model.cfg.min_iters if min_calls is None else min_calls
+
+
+def step(model: WideSLN, params, state, x, *, mode, tau, freeze, forced_B=None, enter_B=None,
+         min_calls=None):
+  """One gate call and lobe call for every example. Returns (state, per-step outputs).
+  `min_calls` (None: WideConfig.min_iters): no OUTPUT choice at calls t < min_calls."""
+  min_calls = _min_calls(model, min_calls)
   if enter_B is not None:  # truncated BPTT: the state entering step t carries no gradient
     state = _sg_where(state, enter_B)
   pl, pr, c = params["left"], params["right"], model.cfg
   ctx, len_B, active_B = state["ctx_BSD"], state["len_B"], state["active_B"]
   logits_B3 = model.gate_module().apply({"params": pl["gate"]}, ctx, len_B, x["t"],
                                         state["score_B"])
-  r = route(logits_B3, mode, x["key"], tau, c.temperature, forced_B)
+  r = route(logits_B3, mode, x["key"], tau, c.temperature, forced_B,
+            may_halt=x["t"] >= min_calls)
   left = model.lobe_module("left").apply({"params": pl["lobe"]}, ctx, len_B)
   right = model.lobe_module("right").apply({"params": pr["lobe"]}, ctx, len_B)
   slot = pl["slot_emb"].astype(ctx.dtype)
@@ -144,19 +155,21 @@ def _xs(key, n):
   return {"t": ts, "key": jax.vmap(lambda t: jax.random.fold_in(key, t))(ts)}
 
 
-def _loop(model, params, state, xs, mode, tau):
+def _loop(model, params, state, xs, mode, tau, min_calls):
   """The while_loop over steps, freezing halted examples. Returns (state, ys [N,B,...])."""
   n = model.cfg.max_iters
   x0 = jax.tree.map(lambda a: a[0], xs)
   shapes = jax.eval_shape(
-      lambda s: step(model, params, s, x0, mode=mode, tau=tau, freeze=True)[1], state)
+      lambda s: step(model, params, s, x0, mode=mode, tau=tau, freeze=True,
+                     min_calls=min_calls)[1], state)
   bufs = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), shapes)
   bufs["choice"] = jnp.full_like(bufs["choice"], -1)  # steps never run (all halted earlier)
 
   def body(carry):
     t, state, bufs = carry
     x = jax.tree.map(lambda a: a[t], xs)
-    state, y = step(model, params, state, x, mode=mode, tau=tau, freeze=True)
+    state, y = step(model, params, state, x, mode=mode, tau=tau, freeze=True,
+                    min_calls=min_calls)
     y["choice"] = jnp.where(y["running"], y["choice"], -1)
     y["logp"] = jnp.where(y["running"], y["logp"], 0.0)
     return t + 1, state, jax.tree.map(lambda b, v: b.at[t].set(v), bufs, y)
@@ -196,14 +209,15 @@ def decode_answer(model: WideSLN, pl, enc_cache, prompt_len_B, ctx_BSD, len_B, a
 
 
 def rollout(model: WideSLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, mode=None,
-            answer_len=None, answer_temperature=0.0) -> WideTrace:
+            answer_len=None, answer_temperature=0.0, min_calls=None) -> WideTrace:
   """Inference driver (see the module docstring). `mode` defaults to the hard version of the
   config's route (greedy for soft, sampled for the others)."""
   mode = HARD_OF[mode or model.cfg.route]
   M = answer_len or model.cfg.answer_len
   k_loop, k_ans = jax.random.split(rng)
   enc_cache, state = prefill(model, params, prompt_ids_BP, prompt_len_B, M)
-  state, ys = _loop(model, params, state, _xs(k_loop, model.cfg.max_iters), mode, tau)
+  state, ys = _loop(model, params, state, _xs(k_loop, model.cfg.max_iters), mode, tau,
+                    _min_calls(model, min_calls))
   ids, logits0 = decode_answer(model, params["left"], enc_cache, prompt_len_B.astype(jnp.int32),
                                state["ctx_BSD"], state["len_B"], M, k_ans, answer_temperature)
   gate_halted = jnp.any(ys["choice"] == OUTPUT, axis=0)
@@ -213,13 +227,14 @@ def rollout(model: WideSLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, m
 
 
 def halting_iters(model: WideSLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0,
-                  mode=None):
+                  mode=None, min_calls=None):
   """The hard halting step t* of each example (no answer decode, no gradient)."""
   mode = HARD_OF[mode or model.cfg.route]
   enc_cache, state = prefill(model, params, prompt_ids_BP, prompt_len_B, 1)
   del enc_cache
   k_loop, _ = jax.random.split(rng)
-  state, _ = _loop(model, params, state, _xs(k_loop, model.cfg.max_iters), mode, tau)
+  state, _ = _loop(model, params, state, _xs(k_loop, model.cfg.max_iters), mode, tau,
+                   _min_calls(model, min_calls))
   return jax.lax.stop_gradient(state["iters_B"])
 
 
@@ -253,11 +268,13 @@ def answer_losses(model: WideSLN, pl, enc_cache, prompt_len_B, ctx_BSD, len_nB, 
 
 
 def unroll(model: WideSLN, params, prompt_ids_BP, prompt_len_B, rng, target_BM, target_len_B,
-           tau=1.0, mode=None, forced_choice_NB=None, keep_logits=False) -> WideOut:
+           tau=1.0, mode=None, forced_choice_NB=None, keep_logits=False,
+           min_calls=None) -> WideOut:
   """Differentiable driver (see the module docstring). `forced_choice_NB` replays recorded
   choices (e.g. a rollout's, for PPO ratios); -1 entries (halted) are replayed as OUTPUT."""
   c = model.cfg
   mode = mode or c.route
+  min_calls = _min_calls(model, min_calls)
   N, M = c.max_iters, target_BM.shape[1]
   k_loop, _ = jax.random.split(rng)
   prompt_len_B = prompt_len_B.astype(jnp.int32)
@@ -272,7 +289,8 @@ def unroll(model: WideSLN, params, prompt_ids_BP, prompt_len_B, rng, target_BM, 
     elif mode in RELAXED:
       t_star_B = jnp.full(prompt_len_B.shape, N, jnp.int32)
     else:
-      t_star_B = halting_iters(model, params, prompt_ids_BP, prompt_len_B, rng, tau, mode)
+      t_star_B = halting_iters(model, params, prompt_ids_BP, prompt_len_B, rng, tau, mode,
+                               min_calls)
     window_B = t_star_B - c.bptt_depth
 
   def body(state, x):
@@ -280,7 +298,7 @@ def unroll(model: WideSLN, params, prompt_ids_BP, prompt_len_B, rng, target_BM, 
     # call t*-k was made before the window (cut), and outputs of calls before it are cut.
     enter = None if window_B is None else x["t"] > window_B
     state, y = step(model, params, state, x, mode=mode, tau=tau, freeze=False,
-                    forced_B=x.get("forced"), enter_B=enter)
+                    forced_B=x.get("forced"), enter_B=enter, min_calls=min_calls)
     if enter is not None:
       y = _sg_where(y, x["t"] >= window_B)
     return state, y

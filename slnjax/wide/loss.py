@@ -16,6 +16,21 @@ number of iterations); ``compute_cost`` c * E_q[n] (pathwise) or - c * n in the 
 ``balance`` coefficient of the Switch load-balancing loss of each lobe's router; ``critic``
 BCE of a lateralized right lobe's score against whether the answer decoded from the
 context it judged is right.
+
+Minimum calls m (``WideConfig.min_iters``, raised to N by ``halt_warmup``): the gate cannot
+output before call m, so h_t = 0 and q_t = 0 for t < m; the prior is the geometric one over
+the optional calls, p_n = lambda (1 - lambda)^(n - m) for m <= n < N (tail at N), 0 below m.
+``halt_warmup`` W: for training steps < W, m = N: every lobe call is made and q is one-hot
+at N in every route, so the decoder learns to read lobe slots before the gate may halt
+early (the gate still learns which lobe to call: in the hard route REINFORCE on its masked
+left / right policy). From step W on, m = min_iters. The step is traced (one compilation).
+
+``prior_floor`` eps: the answer loss weights halting step n by (1 - eps) q_n + eps p_n (p the
+prior), so the decoder keeps learning to answer after every number of calls, not only after
+the one the gate currently prefers (in the PonderNet loss a step with q_n ~ 0 gets no
+training, so its CE_n stays high and the gate never moves there: a rich-get-richer
+collapse onto one n). The gate's gradient is that of (1 - eps) E_q[CE]; ``answer_ce``,
+``accuracy`` and the hard route's reward stay those of q.
 """
 from __future__ import annotations
 
@@ -40,6 +55,8 @@ class WideLossConfig:
   reward: str = "correct"  # hard route: "correct" (1/0, teacher-forced argmax) | "neg_ce"
   clip_eps: float = 0.2  # PPO
   entropy: float = 0.0  # bonus on the gate's choice entropy (hard route)
+  halt_warmup: int = 0  # W: training steps < W make all max_iters lobe calls (0: off)
+  prior_floor: float = 0.0  # eps: weight of the prior in the answer loss's halting weights
 
   def __post_init__(self):
     if self.pg not in ("reinforce", "ppo"):
@@ -48,6 +65,20 @@ class WideLossConfig:
       raise ValueError(f"reward={self.reward!r}; expected 'correct' or 'neg_ce'.")
     if not 0 < self.prior_lambda < 1:
       raise ValueError(f"prior_lambda={self.prior_lambda} must lie in (0, 1).")
+    w = self.halt_warmup
+    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+      raise ValueError(f"halt_warmup={w!r} must be an int >= 0: the number of training steps "
+                       "that make every lobe call (0 turns the warm-up off).")
+    if not 0 <= self.prior_floor < 1:
+      raise ValueError(f"prior_floor={self.prior_floor} must lie in [0, 1) (0: the answer loss "
+                       "is PonderNet's E_q[CE]).")
+
+
+def min_calls_at(cfg: WideLossConfig, min_iters: int, max_iters: int, step):
+  """The minimum number of lobe calls at training step `step` (traced int32 scalar)."""
+  if not cfg.halt_warmup:
+    return jnp.int32(min_iters)
+  return jnp.where(jnp.asarray(step) < cfg.halt_warmup, max_iters, min_iters).astype(jnp.int32)
 
 
 def halting_distribution(halt_w_NB):
@@ -57,16 +88,19 @@ def halting_distribution(halt_w_NB):
   return h_nB * surv_nB
 
 
-def geometric_prior(n_iters: int, lam: float):
-  """Truncated geometric over n = 0..N: lam (1-lam)^n, the tail mass at N [N+1]."""
+def geometric_prior(n_iters: int, lam: float, min_calls=0):
+  """Truncated geometric over n = 0..N, shifted to start at `min_calls` m (may be traced):
+  lam (1-lam)^(n-m) for m <= n < N, the tail mass (1-lam)^(N-m) at N, 0 below m [N+1]."""
   n = jnp.arange(n_iters + 1)
-  p = lam * (1 - lam) ** n
-  return p.at[-1].set((1 - lam) ** n_iters)
+  k = (n - min_calls).astype(jnp.float32)
+  p = jnp.where(k < 0, 0.0, lam * (1 - lam) ** jnp.maximum(k, 0.0))
+  return jnp.where(n == n_iters, (1 - lam) ** (n_iters - jnp.asarray(min_calls, jnp.float32)), p)
 
 
 def ponder_kl(q_nB, prior_n):
   q = jnp.clip(q_nB, 1e-12, 1.0)
-  return jnp.sum(jnp.where(q_nB > 0, q * (jnp.log(q) - jnp.log(prior_n[:, None])), 0.0), 0)
+  logp = jnp.log(jnp.clip(prior_n, 1e-30, 1.0))[:, None]  # 0 below m, where q is 0 too
+  return jnp.sum(jnp.where(q_nB > 0, q * (jnp.log(q) - logp), 0.0), 0)
 
 
 def balance_losses(out: WideOut, q_nB):
@@ -85,8 +119,9 @@ def balance_losses(out: WideOut, q_nB):
 
 
 def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool = False,
-              old_logp_NB=None, valid_B=None):
-  """Scalar loss and metrics. `old_logp_NB`: behaviour log-probs (PPO, hard route)."""
+              old_logp_NB=None, valid_B=None, min_calls=0):
+  """Scalar loss and metrics. `old_logp_NB`: behaviour log-probs (PPO, hard route);
+  `min_calls`: the m the unroll ran with (it shifts the geometric prior)."""
   N, B = out.halt_w_NB.shape
   valid_B = jnp.ones((B,), jnp.float32) if valid_B is None else valid_B.astype(jnp.float32)
   nval = jnp.maximum(valid_B.sum(), 1.0)
@@ -96,6 +131,14 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
   t_star = out.iters_B
   hard_q_nB = jax.nn.one_hot(t_star, N + 1, axis=0, dtype=out.ce_nB.dtype)
   metrics = {}
+  prior_n = geometric_prior(N, cfg.prior_lambda, min_calls)
+
+  def floored(task_B):  # the answer loss the model trains on (see prior_floor)
+    if not cfg.prior_floor:
+      return task_B
+    all_B = jnp.sum(prior_n[:, None] * out.ce_nB, 0) / ntok_B
+    return (1 - cfg.prior_floor) * task_B + cfg.prior_floor * all_B
+
   if route == "hard":
     q_nB = hard_q_nB
     task_B = jnp.sum(q_nB * out.ce_nB, 0) / ntok_B
@@ -115,7 +158,7 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
       metrics["ppo_clip_frac"] = mean(jnp.sum(run_NB * (jnp.abs(ratio_NB - 1) > cfg.clip_eps), 0)
                                       / jnp.maximum(run_NB.sum(0), 1))
     ent_NB = -jnp.sum(out.probs_NB3 * jnp.log(jnp.clip(out.probs_NB3, 1e-12)), -1)
-    loss_B = task_B + pg_B - cfg.entropy * jnp.sum(run_NB * ent_NB, 0)
+    loss_B = floored(task_B) + pg_B - cfg.entropy * jnp.sum(run_NB * ent_NB, 0)
     metrics["reward"] = mean(r_B)
     compute_B = t_star.astype(jnp.float32)
   else:
@@ -123,9 +166,9 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
     task_B = jnp.sum(q_nB * out.ce_nB, 0) / ntok_B
     correct_B = jnp.sum(jax.lax.stop_gradient(q_nB) * out.correct_nB, 0)
     compute_B = jnp.sum(q_nB * n_idx, 0)
-    loss_B = task_B + cfg.compute_cost * compute_B
+    loss_B = floored(task_B) + cfg.compute_cost * compute_B
     if cfg.ponder_kl:
-      kl_B = ponder_kl(q_nB, geometric_prior(N, cfg.prior_lambda))
+      kl_B = ponder_kl(q_nB, prior_n)
       loss_B = loss_B + cfg.ponder_kl * kl_B
       metrics["ponder_kl"] = mean(kl_B)
   loss = mean(loss_B)
@@ -145,5 +188,7 @@ def wide_loss(out: WideOut, cfg: WideLossConfig, route: str, lateralized: bool =
       "iters_hard": mean(t_star.astype(jnp.float32)), "iters_expected": mean(compute_B),
       "balance_left": bal["left"], "balance_right": bal["right"],
       "accuracy_if_max_iters": mean(out.correct_nB[-1].astype(jnp.float32)),
+      "accuracy_if_no_calls": mean(out.correct_nB[0].astype(jnp.float32)),
+      "min_calls": jnp.asarray(min_calls, jnp.float32),
   })
   return loss, metrics
