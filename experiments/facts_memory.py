@@ -36,7 +36,9 @@ are upper bounds): none 0.028 (74 s), oracle 0.670 (d1 0.75 / d2 0.59; 287 s); s
 gumbel_st 0.005, reinforce 0.005 (350 / 332 / 318 s) with selectors near chance (top-1
 precision 0.18 / 0.14 / 0.20, chance 0.15); pretrained 0.028 with a selector well above
 chance (precision 0.48, recall@2 0.63, d1 0.84) that the reader has not learned to read yet
-(372 s); at 1000 steps pretrained 0.030, precision 0.50, recall@2 0.63 (524 s); ppo not run.
+(372 s); at 1000 steps pretrained 0.030, precision 0.50, recall@2 0.63 (524 s); ppo 0.027,
+precision 0.19 (its selection turns deterministic by step ~300 on near-chance picks; 889 s
+sharing the cores with a test run).
 docs/results.md has the table and what the training logs say about why.
 """
 from __future__ import annotations
