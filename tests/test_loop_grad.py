@@ -129,18 +129,19 @@ def test_depth_zero_means_no_gradient(x64):
   assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(g))
 
 
-def _bptt_temp_bytes(turns):
-  """Compiled temporaries of a full-BPTT gradient of a single lobe (params >> caches)."""
-  lc = lobes.tiny("llama", d_ff=1024)
+def _bptt_temp_bytes(turns, lc=None, B=2):
+  """Compiled temporaries of a full-BPTT gradient of a single lobe (params >> caches), and
+  the lobe's parameters."""
+  lc = lc or lobes.tiny("llama", d_ff=1024)
   spec = loop.DialogueSpec(lc, None, loop=loop.LoopConfig(turn_len=3, max_turns=turns,
                                                           threshold=None, mode="soft"))
   pl = lobes.init(lc, jax.random.key(0))
-  ids, plen = prompts(B=2)
+  ids, plen = prompts(B=B)
 
   def loss(p):
     return jnp.sum(loop.unroll(spec, p, None, ids, plen, KEY, TAU).left_emb_NBMR[-1] ** 2)
   compiled = jax.jit(jax.grad(loss)).lower(pl).compile()
-  return compiled.memory_analysis().temp_size_in_bytes, lobes.param_count(pl) * 4
+  return compiled.memory_analysis().temp_size_in_bytes, pl
 
 
 @pytest.mark.parametrize("turns", [1, 3])
@@ -149,23 +150,17 @@ def test_gradient_accumulator_is_the_output_buffer(turns):
   # loop, so the loop's parameter accumulator leaves it as the gradient (no copy). Here the
   # LM head is half the parameters; an accumulator added to after the loop (the prefill's
   # gradient) kept a head-sized temporary: 1.26x the head's bytes, with one turn or three.
-  lc = lobes.tiny("llama", vocab_size=20000, scan_layers=False)
-  spec = loop.DialogueSpec(lc, None, loop=loop.LoopConfig(turn_len=3, max_turns=turns,
-                                                          threshold=None, mode="soft"))
-  pl = lobes.init(lc, jax.random.key(0))
-  ids, plen = prompts(B=1)
-
-  def loss(p):
-    return jnp.sum(loop.unroll(spec, p, None, ids, plen, KEY, TAU).left_emb_NBMR[-1] ** 2)
-  mem = jax.jit(jax.grad(loss)).lower(pl).compile().memory_analysis()
+  temp, pl = _bptt_temp_bytes(turns, lobes.tiny("llama", vocab_size=20000, scan_layers=False),
+                              B=1)
   head_bytes = pl["lm_head"].size * 4
-  assert mem.temp_size_in_bytes < 0.5 * head_bytes, (mem.temp_size_in_bytes, head_bytes)
+  assert temp < 0.5 * head_bytes, (temp, head_bytes)
 
 
 def test_reverse_pass_holds_one_parameter_accumulator():
   # Turn-level and token-level reverse scans share one parameter cotangent: going from 1 to 4
   # turns adds cache-sized buffers only (nesting two custom-vjp scans added one more
   # parameter-sized accumulator: +0.99x the parameter bytes here).
-  t1, param_bytes = _bptt_temp_bytes(1)
+  t1, pl = _bptt_temp_bytes(1)
   t4, _ = _bptt_temp_bytes(4)
+  param_bytes = lobes.param_count(pl) * 4
   assert t4 - t1 < 0.25 * param_bytes, (t1, t4, param_bytes)
