@@ -3,6 +3,12 @@
 slnjax: `sln.rollout` of a single lobe in greedy mode, 128 new tokens as 4 turns of 32 (and
 1 turn of 128), after a 64-token prompt. The peer: `generate(greedy, max_new_tokens=128)`.
 New tokens per second, prefill included on both sides.
+
+slnjax runs in three set-ups (VARIANTS): the lobe as configured (scanned layers), unrolled
+layers (`lobes.with_layer_layout`), and unrolled layers compiled with XLA:CPU's dot products
+through Eigen instead of YNNPACK (`EIGEN_DOTS`, passed to `.compile(compiler_options=...)`,
+so only this executable is affected). YNNPACK's kernels for a few rows (batch 8 x d_model
+512 into 50304 logits) ran at 21 GFLOP/s here; see ANALYSIS.md.
 """
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ from slnjax.loop import LoopConfig
 
 PROMPT = 64
 NEW = 128
+# XLA:CPU compiler option: no YNNPACK fusions, so dot products go through Eigen.
+EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# runner suffix -> (scan_layers: None keeps the config's, compiler options)
+VARIANTS = {"": (None, None), "_unrolled": (False, None), "_unrolled_eigen": (False, EIGEN_DOTS)}
 
 
 def prompt_ids(cfg, batch, prompt=PROMPT):
@@ -24,30 +34,37 @@ def prompt_ids(cfg, batch, prompt=PROMPT):
       np.int32)
 
 
-def build(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None):
+def build(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None, compiler_options=None):
+  """params: the SLN's (default: random); relaid out to cfg.scan_layers when they differ."""
   model = sln.build("single", cfg, None, LoopConfig(turn_len=turn_len, max_turns=max_turns,
                                                     mode="greedy", threshold=None))
-  params = sln.init(model, jax.random.key(0)) if params is None else params
+  params = sln.init(model, jax.random.key(0)) if params is None else {
+      k: lobes.with_layer_layout(v, cfg.scan_layers) for k, v in params.items()}
   ids = prompt_ids(cfg, batch, prompt)
   plen = np.full((batch,), prompt, np.int32)
   fn = jax.jit(lambda p, i, l: sln.rollout(model, p, i, l, jax.random.key(0)).left_ids_NBM)
   t0 = time.perf_counter()
-  compiled = fn.lower(params, ids, plen).compile()
+  compiled = fn.lower(params, ids, plen).compile(compiler_options=compiler_options)
   return compiled, (params, ids, plen), time.perf_counter() - t0
 
 
-def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params=None):
+def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params=None,
+             variants=VARIANTS):
   """shapes: [(turn_len, max_turns)] with turn_len * max_turns = new. params: slnjax's
   (default random); when they are the peer's weights, row["same_tokens"] says whether both
-  sides wrote the same greedy tokens."""
+  sides wrote the same greedy tokens (in every variant)."""
   row = {"batch": batch, "new_tokens": new, "prompt": prompt}
   runs = {}
   for m, n in shapes:
     if m * n != new:
       raise ValueError(f"{n} turns of {m} tokens is not {new} new tokens.")
-    compiled, args, t_compile = build(cfg, batch, m, n, prompt, params)
-    runs[f"slnjax_{n}x{m}"] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
-                               {"compile_s": t_compile})
+    for suffix, (scan, options) in variants.items():
+      c = cfg if scan is None else cfg.replace(scan_layers=scan)
+      compiled, args, t_compile = build(c, batch, m, n, prompt, params, options)
+      runs[f"slnjax_{n}x{m}{suffix}"] = (
+          lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+          {"compile_s": t_compile, "scan_layers": c.scan_layers,
+           "compiler_options": dict(options or {})})
   if peer is not None:
     ids_t = peers.as_torch(prompt_ids(cfg, batch, prompt))
     runs["torch_generate"] = (lambda: peers.generate(peer, ids_t, new), {})

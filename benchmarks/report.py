@@ -139,7 +139,11 @@ def markdown(res) -> str:
     L += ["", "## 2. Dialogue decoding (greedy, 64-token prompt, 128 new tokens)", "",
           "slnjax: `sln.rollout` (lax.while_loop driver), single lobe, as turns x tokens; "
           "torch: `model.generate(do_sample=False, max_new_tokens=128)`. New tokens per second "
-          "(batch x 128 / min wall time, prefill included).", "",
+          "(batch x 128 / min wall time, prefill included). Runners: `slnjax_4x32` the lobe "
+          "as configured (scanned layers); `_unrolled` with unrolled layers; `_unrolled_eigen` "
+          "also compiled with XLA:CPU's dot products through Eigen instead of YNNPACK "
+          "(`compiler_options={\"xla_cpu_experimental_ynn_fusion_type\": \"\"}` for this "
+          "executable only).", "",
           "| batch | runner | time | new tokens/s | vs generate |", "|---|---|---|---|---|"]
     for row in C["decoding"]["rows"]:
       ref = row.get("torch_generate", {}).get("tokens_per_s")

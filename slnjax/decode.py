@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from slnjax import lobes, soft_tokens
 from slnjax.appendonly import program_scan, run_program
-from slnjax.lobes.transformer import cache_logical_axes
+from slnjax.lobes.transformer import LAYER_CACHE_AXES, STACKED_CACHE_AXES
 
 
 class Emission(NamedTuple):
@@ -49,8 +49,8 @@ def emit(logits_BV, *, mode, key, tau, temperature, emb_self_VD, emb_recv_VD, ta
 
 def constrain_cache(cache):
   """Pins a KV cache to the lobes' logical cache axes (a no-op without logical-axis rules)."""
-  axes = cache_logical_axes()
-  return {k: nn.with_logical_constraint(v, axes[k]) for k, v in cache.items()}
+  return jax.tree.map(lambda x: nn.with_logical_constraint(
+      x, STACKED_CACHE_AXES if x.ndim == 5 else LAYER_CACHE_AXES), cache)
 
 
 def freeze(active_B, new, old):

@@ -157,11 +157,11 @@ def param_shardings(model, mesh: Mesh, rules=DEFAULT_RULES) -> dict:
   return out
 
 
-def cache_shardings(mesh: Mesh, rules=DEFAULT_RULES) -> dict:
-  """NamedShardings of one lobe's KV cache {"k", "v"}: [layers, batch, cache_length, kv_heads,
-  kv]."""
+def cache_shardings(cfg, mesh: Mesh, rules=DEFAULT_RULES) -> dict:
+  """NamedShardings of the KV cache {"k", "v"} of lobe `cfg` (LobeConfig): [layers, batch,
+  kv_heads, cache_length, kv], or one [batch, kv_heads, cache_length, kv] per layer."""
   from slnjax.lobes import transformer  # pylint: disable=import-outside-toplevel
-  return logical_sharding(transformer.cache_logical_axes(), mesh, rules)
+  return logical_sharding(transformer.cache_logical_axes(cfg), mesh, rules)
 
 
 def like_params(tree, params, params_sharding, mesh: Mesh):

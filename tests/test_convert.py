@@ -24,7 +24,7 @@ pytest.importorskip("safetensors")
 from safetensors import safe_open  # pylint: disable=g-import-not-at-top
 from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
-from slnjax.lobes import apply, init_cache  # pylint: disable=g-import-not-at-top
+from slnjax.lobes import apply, init_cache, stacked_cache  # pylint: disable=g-import-not-at-top
 from slnjax.lobes import convert
 from slnjax.lobes import safetensors_io as sio
 
@@ -229,10 +229,10 @@ def test_kv_cache_decode_and_greedy_generation_match(tmp_path, family, name):
       ref.append(out.logits[:, -1])
   assert np.abs(logits - torch.stack(ref, 1).numpy()).max() < 1e-5
   S = prompt.shape[1] + steps - 1
+  cache = stacked_cache(cache)  # [L,B,K,S,E], the layout of transformers' cache
   for layer, hf_layer in enumerate(out.past_key_values.layers):
     for ours, theirs in ((cache["k"], hf_layer.keys), (cache["v"], hf_layer.values)):
-      ours_BKSE = np.asarray(ours[layer, :, :S]).transpose(0, 2, 1, 3)
-      assert np.abs(ours_BKSE - theirs.numpy()).max() < 1e-5
+      assert np.abs(np.asarray(ours[layer, :, :, :S]) - theirs.numpy()).max() < 1e-5
 
 
 def _tensors(path):

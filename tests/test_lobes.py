@@ -58,16 +58,52 @@ def test_logits_at_equals_the_full_logits_rows():
     lobes.apply(cfg, params, ids=ids_BT, logits_at=at_B[:2])
 
 
-def test_cache_write_mask_keeps_halted_examples():
-  cfg = _cfg("llama")
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_cache_write_mask_keeps_halted_examples(scan_layers):
+  cfg = _cfg("llama", scan_layers=scan_layers)
   params = lobes.init(cfg, jax.random.key(0))
   cache = lobes.init_cache(cfg, 2, 8)
   cache = lobes.apply(cfg, params, ids=jnp.ones((2, 3), jnp.int32), cache=cache,
                       start=jnp.zeros(2, jnp.int32))["cache"]
   out = lobes.apply(cfg, params, ids=jnp.full((2, 2), 7, jnp.int32), cache=cache,
                     start=jnp.array([3, 3]), write_mask=jnp.array([True, False]))["cache"]
-  np.testing.assert_array_equal(out["k"][:, 1], cache["k"][:, 1])
-  assert not np.array_equal(out["k"][:, 0], cache["k"][:, 0])
+  new, old = lobes.stacked_cache(out)["k"], lobes.stacked_cache(cache)["k"]
+  assert new.shape == (cfg.n_layers, 2, cfg.kv_heads, 8, cfg.hd)  # [L,B,K,S,E]
+  np.testing.assert_array_equal(new[:, 1], old[:, 1])
+  assert not np.array_equal(new[:, 0, :, 3:5], old[:, 0, :, 3:5])
+  np.testing.assert_array_equal(new[:, 0, :, :3], old[:, 0, :, :3])
+
+
+def test_cache_of_another_layout_is_refused():
+  cfg = _cfg("llama", scan_layers=False)
+  params = lobes.init(cfg, jax.random.key(0))
+  ids = jnp.ones((2, 3), jnp.int32)
+  assert len(lobes.init_cache(cfg, 2, 8)["k"]) == cfg.n_layers  # one buffer per layer
+  for bad in (lobes.init_cache(cfg.replace(scan_layers=True), 2, 8),  # stacked layers
+              lobes.init_cache(cfg, 3, 8),  # another batch
+              lobes.init_cache(cfg.replace(n_layers=cfg.n_layers + 1), 2, 8)):
+    with pytest.raises(ValueError, match="lobes.init_cache"):
+      lobes.apply(cfg, params, ids=ids, cache=bad, start=jnp.zeros(2, jnp.int32))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scanned_and_unrolled_layers_compute_the_same(family):
+  """The unrolled layers' two-dimensional projections and per-layer cache buffers give the
+  scanned layers' logits and cache, from the same params relaid out."""
+  cfg = _cfg(family, scan_layers=True)
+  params = lobes.init(cfg, jax.random.key(0))
+  unrolled = lobes.with_layer_layout(params, scan_layers=False)
+  assert "layers" not in unrolled and f"layer_{cfg.n_layers - 1}" in unrolled
+  back = lobes.with_layer_layout(unrolled, scan_layers=True)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  ids = jax.random.randint(jax.random.key(1), (2, 5), 0, cfg.vocab_size)
+  outs = [lobes.apply(c, p, ids=ids, cache=lobes.init_cache(c, 2, 8),
+                      start=jnp.array([0, 2])) for c, p in
+          ((cfg, params), (cfg.replace(scan_layers=False), unrolled))]
+  np.testing.assert_allclose(outs[0]["logits_BTV"], outs[1]["logits_BTV"], atol=1e-5)
+  np.testing.assert_allclose(lobes.stacked_cache(outs[0]["cache"])["v"],
+                             lobes.stacked_cache(outs[1]["cache"])["v"], atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

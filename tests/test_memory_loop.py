@@ -49,7 +49,7 @@ def test_prefix_goes_only_to_the_configured_lobes():
   assert set(r.prefix) == {"left"} and r.prefix["left"].shape == (3, T, spec.left.d_model)
   P1, c1, k1 = loop.prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
   s_left, _ = spec.cache_lengths(ids.shape[1])
-  assert c1["left"]["k"].shape[2] == s_left + T == spec.cache_lengths(ids.shape[1], T)[0]
+  assert lobes.cache_length(c1["left"]) == s_left + T == spec.cache_lengths(ids.shape[1], T)[0]
   np.testing.assert_array_equal(k1["len_l"], plen + T)
   np.testing.assert_array_equal(P1["prompt_len_B"], plen)
   for a, b0 in zip(jax.tree.leaves(c1["rcache0"]), jax.tree.leaves(c0["rcache0"])):
@@ -57,7 +57,8 @@ def test_prefix_goes_only_to_the_configured_lobes():
   # The prefix's keys are those of the prefix alone (it comes first, causally).
   alone = lobes.apply(spec.left, pl, embeds=r.prefix["left"],
                       cache=lobes.init_cache(spec.left, 3, T), start=jnp.zeros(3, jnp.int32))
-  np.testing.assert_allclose(c1["left"]["k"][:, :, :T], alone["cache"]["k"], atol=1e-5)
+  np.testing.assert_allclose(lobes.stacked_cache(c1["left"])["k"][:, :, :, :T],
+                             lobes.stacked_cache(alone["cache"])["k"], atol=1e-5)
   # The prompt follows at T: one pass over [prefix; prompt] predicts the same next token.
   x = jnp.concatenate([r.prefix["left"], lobes.embed_ids(spec.left, pl, ids)], 1)
   logits = lobes.apply(spec.left, pl, embeds=x)["logits_BTV"]
@@ -70,7 +71,7 @@ def test_prefix_goes_only_to_the_configured_lobes():
                    jax.tree.leaves((c0["left"], k0["pend_l"], k0["len_l"]))):
     np.testing.assert_array_equal(a, b0)
   np.testing.assert_array_equal(P2["prompt_len_B"], plen + T)
-  assert c2["rcache0"]["k"].shape[2] == c0["rcache0"]["k"].shape[2] + T
+  assert lobes.cache_length(c2["rcache0"]) == lobes.cache_length(c0["rcache0"]) + T
 
 
 def test_lobe_without_memory_is_unchanged_over_the_dialogue():

@@ -93,19 +93,20 @@ def apply_rope(x_BTNE, pos_BT, cfg: LobeConfig):
   return jnp.concatenate([rot.astype(x_BTNE.dtype), x_BTNE[..., r:]], axis=-1)
 
 
-def write_cache(cache_BSKE, new_BTKE, start_B, mask_B=None):
-  """Write each example's new entries at its own offset: cache[b, start[b]:start[b]+T].
+def write_cache(cache_BKSE, new_BTKE, start_B, mask_B=None):
+  """Write each example's new entries at its own offset: cache[b, :, start[b]:start[b]+T].
 
   Examples with mask_B False keep their old entries (a halted example is never changed).
+  The cache is heads-major [B,K,S,E] (the layout the attention products read in place).
   """
-  new_BTKE = new_BTKE.astype(cache_BSKE.dtype)
+  new_BKTE = jnp.swapaxes(new_BTKE.astype(cache_BKSE.dtype), 1, 2)
   if mask_B is not None:
-    T = new_BTKE.shape[1]
-    old_BTKE = jax.vmap(lambda c, s: jax.lax.dynamic_slice_in_dim(c, s, T, axis=0))(
-        cache_BSKE, start_B)
-    new_BTKE = jnp.where(mask_B[:, None, None, None], new_BTKE, old_BTKE)
-  upd = lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n, s, axis=0)
-  return jax.vmap(upd)(cache_BSKE, new_BTKE, start_B)
+    T = new_BKTE.shape[2]
+    old_BKTE = jax.vmap(lambda c, s: jax.lax.dynamic_slice_in_dim(c, s, T, axis=1))(
+        cache_BKSE, start_B)
+    new_BKTE = jnp.where(mask_B[:, None, None, None], new_BKTE, old_BKTE)
+  upd = lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n, s, axis=1)
+  return jax.vmap(upd)(cache_BKSE, new_BKTE, start_B)
 
 
 class Attention(nn.Module):
@@ -113,7 +114,7 @@ class Attention(nn.Module):
   cfg: LobeConfig
 
   @nn.compact
-  def __call__(self, x_BTD, pos_BT, k_cache_BSKE=None, v_cache_BSKE=None, start_B=None,
+  def __call__(self, x_BTD, pos_BT, k_cache_BKSE=None, v_cache_BKSE=None, start_B=None,
                mask_B=None):
     cfg = self.cfg
     D, H, K, E = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.hd
@@ -123,9 +124,21 @@ class Attention(nn.Module):
     wv = _param(self, "v", (D, K, E), ("embed", "kv_heads", "kv"), init, cfg)
     wo = _param(self, "o", (H, E, D), ("heads", "kv", "embed"), init, cfg)
     dt = cfg.compute_dtype
-    q_BTHE = jnp.einsum("btd,dhe->bthe", x_BTD, wq.astype(dt))
-    k_BTKE = jnp.einsum("btd,dke->btke", x_BTD, wk.astype(dt))
-    v_BTKE = jnp.einsum("btd,dke->btke", x_BTD, wv.astype(dt))
+    B, T = x_BTD.shape[:2]
+    # Unrolled layers: two-dimensional products (the weights reshaped, a bitcast). With the
+    # [D,H,E] weights in the product, XLA:CPU gave each one a transposed copy for the
+    # backward pass, kept alive across the whole reverse token loop (24 MiB of the soft-token
+    # BPTT step's 58 MiB for Pythia-70M). Scanned layers keep the 3-D products: there the 2-D
+    # form made the layer scan carry each weight's cotangent in both shapes (+24 MiB).
+    flat = not cfg.scan_layers
+
+    def proj(w, n):
+      if flat:
+        return jnp.einsum("btd,df->btf", x_BTD, w.astype(dt).reshape(D, n * E))
+      return jnp.einsum("btd,dhe->bthe", x_BTD, w.astype(dt)).reshape(B, T, n * E)
+    q_BTHE = proj(wq, H).reshape(B, T, H, E)
+    k_BTKE = proj(wk, K).reshape(B, T, K, E)
+    v_BTKE = proj(wv, K).reshape(B, T, K, E)
     if cfg.has_attn_bias:
       zeros = nn.initializers.zeros
       q_BTHE += _param(self, "q_bias", (H, E), ("heads", "kv"), zeros, cfg).astype(dt)
@@ -135,27 +148,29 @@ class Attention(nn.Module):
     k_BTKE = constrain(apply_rope(k_BTKE, pos_BT, cfg), ("batch", "length", "kv_heads", "kv"))
     v_BTKE = constrain(v_BTKE, ("batch", "length", "kv_heads", "kv"))
 
-    if k_cache_BSKE is None:
-      keys_BSKE, vals_BSKE = k_BTKE, v_BTKE
-      kpos_S = jnp.arange(x_BTD.shape[1])
+    if k_cache_BKSE is None:
+      keys_BKSE, vals_BKSE = jnp.swapaxes(k_BTKE, 1, 2), jnp.swapaxes(v_BTKE, 1, 2)
     else:
-      keys_BSKE = write_cache(k_cache_BSKE, k_BTKE, start_B, mask_B)
-      vals_BSKE = write_cache(v_cache_BSKE, v_BTKE, start_B, mask_B)
-      kpos_S = jnp.arange(keys_BSKE.shape[1])
-    B, T = x_BTD.shape[:2]
+      keys_BKSE = write_cache(k_cache_BKSE, k_BTKE, start_B, mask_B)
+      vals_BKSE = write_cache(v_cache_BKSE, v_BTKE, start_B, mask_B)
+    kpos_S = jnp.arange(keys_BKSE.shape[2])
     q_BTKGE = q_BTHE.reshape(B, T, K, H // K, E)
-    s_BKGTS = jnp.einsum("btkge,bske->bkgts", q_BTKGE, keys_BSKE.astype(dt))
+    s_BKGTS = jnp.einsum("btkge,bkse->bkgts", q_BTKGE, keys_BKSE.astype(dt))
     s_BKGTS = s_BKGTS.astype(upcast(dt)) / math.sqrt(E)
     visible_BTS = kpos_S[None, None, :] <= pos_BT[:, :, None]
     s_BKGTS = jnp.where(visible_BTS[:, None, None], s_BKGTS, _NEG)
     p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(dt)
-    o_BTKGE = jnp.einsum("bkgts,bske->btkge", p_BKGTS, vals_BSKE.astype(dt))
-    out_BTD = jnp.einsum("bthe,hed->btd", o_BTKGE.reshape(B, T, H, E), wo.astype(dt))
+    o_BTKGE = jnp.einsum("bkgts,bkse->btkge", p_BKGTS, vals_BKSE.astype(dt))
+    if flat:
+      out_BTD = jnp.einsum("btf,fd->btd", o_BTKGE.reshape(B, T, H * E),
+                           wo.astype(dt).reshape(H * E, D))
+    else:
+      out_BTD = jnp.einsum("bthe,hed->btd", o_BTKGE.reshape(B, T, H, E), wo.astype(dt))
     if cfg.has_attn_bias:
       out_BTD += _param(self, "o_bias", (D,), ("embed",), nn.initializers.zeros, cfg).astype(dt)
-    if k_cache_BSKE is None:
+    if k_cache_BKSE is None:
       return out_BTD, None, None
-    return out_BTD, keys_BSKE, vals_BSKE
+    return out_BTD, keys_BKSE, vals_BKSE
 
 
 class Mlp(nn.Module):

@@ -9,8 +9,12 @@
 cfg.score_head: read at each example's last valid position), and "cache" (if one was given).
 With `logits_at` ([B] positions within the chunk) the LM head runs only there and `out`
 holds "logits_BV" instead of "logits_BTV" (a prefill needs one row of logits, not T).
-The cache is {"k": [L,B,S,K,E], "v": [L,B,S,K,E]}; a chunk of T inputs is written at
-positions start[b] .. start[b]+T-1 of example b and attends causally to everything before.
+The cache is {"k": ..., "v": ...}, heads-major: one [L,B,K,S,E] array each when the layers are
+scanned, a tuple of L arrays [B,K,S,E] when they are unrolled (each layer then reads and
+writes its own buffer in place; slicing one layer out of a stacked array and stacking the
+results back copied the whole cache at every token). ``stacked_cache`` gives either as
+[L,B,K,S,E]. A chunk of T inputs is written at positions start[b] .. start[b]+T-1 of
+example b and attends causally to everything before.
 Entries at positions after a query are never read, so a cache is append-only: the cache at
 any earlier step equals the final cache with the later positions masked (see loop.py).
 """
@@ -21,6 +25,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from slnjax.lobes.config import LobeConfig
 from slnjax.lobes.layers import Block, Norm, _param, constrain
@@ -86,21 +91,19 @@ class Lobe(nn.Module):
       start_B = jnp.zeros((B,), jnp.int32)
     pos_BT = start_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
     x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
-    k_LBSKE = cache["k"] if cache is not None else None
-    v_LBSKE = cache["v"] if cache is not None else None
-    if cfg.scan_layers:
-      x_BTD, (k_LBSKE, v_LBSKE) = self.layers(x_BTD, k_LBSKE, v_LBSKE, pos_BT, start_B,
-                                                  write_mask_B)
-    else:
+    if cache is not None:
+      _check_cache(cfg, cache, B)
+    k, v = (cache["k"], cache["v"]) if cache is not None else (None, None)
+    if cfg.scan_layers:  # k, v: [L,B,K,S,E]
+      x_BTD, (k, v) = self.layers(x_BTD, k, v, pos_BT, start_B, write_mask_B)
+    else:  # k, v: L x [B,K,S,E]
       ks, vs = [], []
       for i, blk in enumerate(self.blocks):
-        kc = None if k_LBSKE is None else k_LBSKE[i]
-        vc = None if v_LBSKE is None else v_LBSKE[i]
-        x_BTD, (kc, vc) = blk(x_BTD, kc, vc, pos_BT, start_B, write_mask_B)
+        x_BTD, (kc, vc) = blk(x_BTD, None if k is None else k[i], None if v is None else v[i],
+                              pos_BT, start_B, write_mask_B)
         ks.append(kc)
         vs.append(vc)
-      if cache is not None:
-        k_LBSKE, v_LBSKE = jnp.stack(ks), jnp.stack(vs)
+      k, v = tuple(ks), tuple(vs)
     h_BTD = self.final_norm(x_BTD)
     out = {"hidden_BTD": h_BTD}
     if cfg.lm_head:
@@ -120,8 +123,31 @@ class Lobe(nn.Module):
       logit_B = h_BD.astype(f) @ self.score_w.astype(f) + self.score_b.astype(f)
       out["score_logit_B"] = logit_B
     if cache is not None:
-      out["cache"] = {"k": k_LBSKE, "v": v_LBSKE}
+      out["cache"] = {"k": k, "v": v}
     return out
+
+
+def _check_cache(cfg: LobeConfig, cache, batch: int):
+  """A clear error for a cache of another lobe, batch or layer layout."""
+  layer = (batch, cfg.kv_heads, None, cfg.hd)
+  for name in ("k", "v"):
+    x = cache.get(name) if isinstance(cache, dict) else None
+    if cfg.scan_layers:
+      shapes = [] if x is None or isinstance(x, (tuple, list)) else [x.shape[1:]]
+      ok = len(shapes) == 1 and len(x.shape) == 5 and x.shape[0] == cfg.n_layers
+    else:
+      shapes = [c.shape for c in x] if isinstance(x, (tuple, list)) else []
+      ok = len(shapes) == cfg.n_layers
+    ok = ok and all(len(sh) == 4 and all(a in (None, b) for a, b in zip(layer, sh))
+                    for sh in shapes)
+    if not ok:
+      got = (type(x).__name__ if x is None or isinstance(x, (tuple, list)) and not x else
+             [tuple(c.shape) for c in x] if isinstance(x, (tuple, list)) else tuple(x.shape))
+      want = (f"[{cfg.n_layers},{batch},{cfg.kv_heads},S,{cfg.hd}]" if cfg.scan_layers else
+              f"a tuple of {cfg.n_layers} arrays [{batch},{cfg.kv_heads},S,{cfg.hd}]")
+      raise ValueError(f"The KV cache's {name!r} is {got}; this lobe (scan_layers="
+                       f"{cfg.scan_layers}, batch {batch}) expects {want}. Build it with "
+                       "lobes.init_cache(cfg, batch, length).")
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,6 +178,26 @@ def logical_axes(cfg: LobeConfig):
   return nn.get_partition_spec(boxed)
 
 
+def with_layer_layout(params, scan_layers: bool):
+  """The same lobe params for scanned layers ("layers", stacked on axis 0) or unrolled ones
+  ("layer_0", "layer_1", ...): e.g. a scanned training checkpoint decoded with unrolled
+  layers (faster on CPU, see benchmarks/ANALYSIS.md)."""
+  if ("layers" in params) == scan_layers:
+    return params
+  rest = {k: v for k, v in params.items() if k != "layers" and not k.startswith("layer_")}
+  if scan_layers:
+    names = sorted((k for k in params if k.startswith("layer_")), key=lambda k: int(k[6:]))
+    if not names:
+      raise ValueError("These lobe params have neither 'layers' (scan_layers=True) nor "
+                       "'layer_0', 'layer_1', ... (scan_layers=False); pass a slnjax.lobes "
+                       "pytree.")
+    return {**rest, "layers": jax.tree.map(lambda *xs: jnp.stack(xs),
+                                           *[params[k] for k in names])}
+  n = int(jax.tree.leaves(params["layers"])[0].shape[0])
+  return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], params["layers"])
+                     for i in range(n)}}
+
+
 def param_count(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
@@ -177,12 +223,31 @@ def embedding_matrix(cfg: LobeConfig, params):
   return params["embedding"].astype(cfg.compute_dtype)
 
 
+LAYER_CACHE_AXES = ("batch", "kv_heads", "cache_length", "kv")
+STACKED_CACHE_AXES = ("layers",) + LAYER_CACHE_AXES
+
+
 def init_cache(cfg: LobeConfig, batch: int, length: int, dtype=None):
+  """An empty cache of `length` positions (see the module docstring for its layout)."""
   dtype = dtype or cfg.compute_dtype
-  shape = (cfg.n_layers, batch, length, cfg.kv_heads, cfg.hd)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  layer = (batch, cfg.kv_heads, length, cfg.hd)
+  if cfg.scan_layers:
+    return {k: jnp.zeros((cfg.n_layers,) + layer, dtype) for k in ("k", "v")}
+  return {k: tuple(jnp.zeros(layer, dtype) for _ in range(cfg.n_layers)) for k in ("k", "v")}
 
 
-def cache_logical_axes():
-  spec = ("layers", "batch", "cache_length", "kv_heads", "kv")
-  return {"k": spec, "v": spec}
+def cache_logical_axes(cfg: LobeConfig):
+  """PartitionSpecs over logical axis names for `init_cache(cfg, ...)`, same structure."""
+  if cfg.scan_layers:
+    return {k: PartitionSpec(*STACKED_CACHE_AXES) for k in ("k", "v")}
+  return {k: (PartitionSpec(*LAYER_CACHE_AXES),) * cfg.n_layers for k in ("k", "v")}
+
+
+def stacked_cache(cache):
+  """{"k", "v"} as [L,B,K,S,E] arrays, whichever layout the cache has (for inspection)."""
+  return {k: jnp.stack(x) if isinstance(x, (tuple, list)) else x for k, x in cache.items()}
+
+
+def cache_length(cache) -> int:
+  """S, the number of positions a cache holds."""
+  return int(jax.tree.leaves(cache)[0].shape[-2])

@@ -5,7 +5,7 @@ decode. Both reuse ``slnjax.lobes`` parameters (blocks stacked on a leading ``la
 ``params['layers']``; a lobe built with ``scan_layers=False`` has ``layer_0, layer_1, ...``,
 which ``layer_stack`` stacks). ``run_blocks`` runs such a stack with ``lax.scan`` over the
 layers axis (compile time flat in depth), with or without a KV cache laid out as the lobes'
-``{"k": [L,B,S,K,E], "v": ...}``.
+``{"k": [L,B,K,S,E], "v": ...}`` (scanned layers).
 """
 from __future__ import annotations
 
@@ -14,19 +14,14 @@ import jax.numpy as jnp
 
 from slnjax.lobes.config import LobeConfig
 from slnjax.lobes.layers import Block
+from slnjax.lobes.transformer import with_layer_layout
 
 _POLICIES = {"full": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 def layer_stack(lobe_params) -> dict:
   """The blocks of a lobe's params, stacked on axis 0 (as ``params['layers']``)."""
-  if "layers" in lobe_params:
-    return lobe_params["layers"]
-  names = sorted((k for k in lobe_params if k.startswith("layer_")), key=lambda k: int(k[6:]))
-  if not names:
-    raise ValueError("These lobe params have neither 'layers' (scan_layers=True) nor "
-                     "'layer_0', 'layer_1', ... (scan_layers=False); pass a slnjax.lobes pytree.")
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *[lobe_params[k] for k in names])
+  return with_layer_layout(lobe_params, scan_layers=True)["layers"]
 
 
 def num_layers(stack) -> int:
@@ -41,7 +36,7 @@ def slice_layers(stack, start: int, stop: int) -> dict:
 
 
 def init_cache(cfg: LobeConfig, n_layers: int, batch: int, length: int):
-  shape = (n_layers, batch, length, cfg.kv_heads, cfg.hd)
+  shape = (n_layers, batch, cfg.kv_heads, length, cfg.hd)
   return {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
 
 
