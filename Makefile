@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 # Two pytest-xdist workers: most of the suite's time is XLA compiling, one core each.
 PYTEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=25 tests
 
 test-all: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
