@@ -33,9 +33,14 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   # saved for backward: at least the prompt's and every soft token's hidden states
   assert row["torch"]["saved_bytes"] > (8 + 4) * CFG.d_model * 4 * CFG.n_layers
 
-  dec = decoding.run_case(CFG, 2, [(4, 2)], 1, peer=peer, new=8, prompt=8, params=params)
+  # The lobe as configured (scanned) and relaid out to unrolled layers with Eigen dots.
+  variants = {k: decoding.VARIANTS[k] for k in ("", "_unrolled_eigen")}
+  dec = decoding.run_case(CFG, 2, [(4, 2)], 1, peer=peer, new=8, prompt=8, params=params,
+                          variants=variants)
   assert dec["same_tokens"]
   assert dec["slnjax_2x4"]["tokens_per_s"] > 0 and dec["torch_generate"]["tokens_per_s"] > 0
+  assert dec["slnjax_2x4_unrolled_eigen"]["compiler_options"] == decoding.EIGEN_DOTS
+  assert not dec["slnjax_2x4_unrolled_eigen"]["scan_layers"]
 
   ada = adaptive.run(CFG, 2, 1, max_turns=3, turn=4, prompt=8)
   assert ada["approve_after_turn_1"]["mean_turns"] == 1.0

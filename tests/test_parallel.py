@@ -158,5 +158,21 @@ def test_shardings_of_optimizer_states_and_transcripts():
   assert b_s["ids"].spec == P(("data", "fsdp"), None)
 
 
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_cache_shardings_follow_the_cache_layout(scan_layers):
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from slnjax import lobes, parallel  # pylint: disable=import-outside-toplevel
+  cfg = lobes.tiny("llama", scan_layers=scan_layers)
+  mesh = parallel.make_mesh((1, 1, 1))
+  sh = parallel.cache_shardings(cfg, mesh)
+  cache = jax.eval_shape(lambda: lobes.init_cache(cfg, 2, 8))
+  assert jax.tree.structure(sh) == jax.tree.structure(cache)
+  batch, heads = ("data", "fsdp"), "tensor"
+  for s, x in zip(jax.tree.leaves(sh), jax.tree.leaves(cache)):
+    assert s.spec == (P(None, batch, heads, None, None) if scan_layers else
+                      P(batch, heads, None, None)) and len(s.spec) == x.ndim
+
+
 if __name__ == "__main__":
   worker(sys.argv[1:])
