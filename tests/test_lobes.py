@@ -81,7 +81,8 @@ def test_cache_of_another_layout_is_refused():
   assert len(lobes.init_cache(cfg, 2, 8)["k"]) == cfg.n_layers  # one buffer per layer
   for bad in (lobes.init_cache(cfg.replace(scan_layers=True), 2, 8),  # stacked layers
               lobes.init_cache(cfg, 3, 8),  # another batch
-              lobes.init_cache(cfg.replace(n_layers=cfg.n_layers + 1), 2, 8)):
+              lobes.init_cache(cfg.replace(n_layers=cfg.n_layers + 1), 2, 8),
+              {"k": None, "v": None}):
     with pytest.raises(ValueError, match="lobes.init_cache"):
       lobes.apply(cfg, params, ids=ids, cache=bad, start=jnp.zeros(2, jnp.int32))
 

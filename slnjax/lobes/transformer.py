@@ -129,20 +129,18 @@ class Lobe(nn.Module):
 
 def _check_cache(cfg: LobeConfig, cache, batch: int):
   """A clear error for a cache of another lobe, batch or layer layout."""
-  layer = (batch, cfg.kv_heads, None, cfg.hd)
+  layer_ok = lambda sh: len(sh) == 4 and (sh[0], sh[1], sh[3]) == (batch, cfg.kv_heads, cfg.hd)
   for name in ("k", "v"):
     x = cache.get(name) if isinstance(cache, dict) else None
-    if cfg.scan_layers:
-      shapes = [] if x is None or isinstance(x, (tuple, list)) else [x.shape[1:]]
-      ok = len(shapes) == 1 and len(x.shape) == 5 and x.shape[0] == cfg.n_layers
+    if isinstance(x, (tuple, list)):
+      got = [tuple(c.shape) for c in x]
+      ok = not cfg.scan_layers and len(got) == cfg.n_layers and all(map(layer_ok, got))
+    elif hasattr(x, "shape"):
+      got = tuple(x.shape)
+      ok = cfg.scan_layers and len(got) == 5 and got[0] == cfg.n_layers and layer_ok(got[1:])
     else:
-      shapes = [c.shape for c in x] if isinstance(x, (tuple, list)) else []
-      ok = len(shapes) == cfg.n_layers
-    ok = ok and all(len(sh) == 4 and all(a in (None, b) for a, b in zip(layer, sh))
-                    for sh in shapes)
+      got, ok = type(x).__name__, False
     if not ok:
-      got = (type(x).__name__ if x is None or isinstance(x, (tuple, list)) and not x else
-             [tuple(c.shape) for c in x] if isinstance(x, (tuple, list)) else tuple(x.shape))
       want = (f"[{cfg.n_layers},{batch},{cfg.kv_heads},S,{cfg.hd}]" if cfg.scan_layers else
               f"a tuple of {cfg.n_layers} arrays [{batch},{cfg.kv_heads},S,{cfg.hd}]")
       raise ValueError(f"The KV cache's {name!r} is {got}; this lobe (scan_layers="
