@@ -132,13 +132,13 @@ class Attention(nn.Module):
     # form made the layer scan carry each weight's cotangent in both shapes (+24 MiB).
     flat = not cfg.scan_layers
 
-    def proj(w, n):
+    def proj(w_DNE):
       if flat:
-        return jnp.einsum("btd,df->btf", x_BTD, w.astype(dt).reshape(D, n * E))
-      return jnp.einsum("btd,dhe->bthe", x_BTD, w.astype(dt)).reshape(B, T, n * E)
-    q_BTHE = proj(wq, H).reshape(B, T, H, E)
-    k_BTKE = proj(wk, K).reshape(B, T, K, E)
-    v_BTKE = proj(wv, K).reshape(B, T, K, E)
+        _, N, _ = w_DNE.shape
+        return jnp.einsum("btd,df->btf", x_BTD, w_DNE.astype(dt).reshape(D, N * E)).reshape(
+            B, T, N, E)
+      return jnp.einsum("btd,dne->btne", x_BTD, w_DNE.astype(dt))
+    q_BTHE, k_BTKE, v_BTKE = proj(wq), proj(wk), proj(wv)
     if cfg.has_attn_bias:
       zeros = nn.initializers.zeros
       q_BTHE += _param(self, "q_bias", (H, E), ("heads", "kv"), zeros, cfg).astype(dt)
