@@ -31,6 +31,13 @@ for every segment and unit of a program):
   carry)``, which the step may use to cut gradients (truncated BPTT) with stop_gradient. It
   must not change forward values.
 Integer/bool leaves anywhere are treated as non-differentiable.
+
+Recomputation reads ``cache_n`` as it is: a Loop segment's units are not threaded through
+a cache carry (equal values by the contract; a carried or updated copy of a loop-invariant
+cache costs a cache-sized buffer). The cotangent of the *initial* cache is computed only
+when that cache is differentiated (``fwd`` sees it with ``symbolic_zeros=True``): otherwise
+the head's reverse reads the cotangent buffer but does not return it, since a conditional's
+output gets a buffer of its own.
 """
 from __future__ import annotations
 
@@ -100,6 +107,26 @@ def _float_vjp(fn, *args):
   return out, vjp
 
 
+def _is_primal(x) -> bool:
+  return isinstance(x, jax.custom_derivatives.CustomVJPPrimal)
+
+
+def _values(tree):
+  return jax.tree.map(lambda p: p.value, tree, is_leaf=_is_primal)
+
+
+def _is_zero(x) -> bool:
+  return isinstance(x, jax.custom_derivatives.SymbolicZero)
+
+
+def _materialize(ct):
+  """A symbolic zero cotangent (an output nothing downstream uses) as an array of zeros."""
+  if not _is_zero(ct):
+    return ct
+  return (jnp.zeros(ct.aval.shape, ct.aval.dtype) if _is_float(ct.aval.dtype)
+          else np.zeros(ct.aval.shape, jax.dtypes.float0))
+
+
 def _placeholder(x):
   """A scan-friendly zero cotangent: float zeros, or a bool stand-in for float0."""
   if _is_float(x):
@@ -133,16 +160,21 @@ class Loop(NamedTuple):
   ys_key: str
 
 
-def _loop_forward(seg: Loop, params, cache, state, window, keep_carries=False):
+def _loop_forward(seg: Loop, params, cache, state, window, recompute=False):
+  """The Loop segment's scan. ``recompute``: ``cache`` is the final cache, which every unit
+  reads as it is (by the contract it holds, at every position a unit reads, what the unit
+  would read in the forward pass); the cache is then not carried, so the recomputation
+  never copies it, and the unit carries are kept. Returns (cache, state, carries or None)."""
   def body(cc, ux):
     c, k = cc
-    c2, k2, uy = seg.unit(params, c, k, ux, window)
-    return (c2, k2), ((k, uy) if keep_carries else uy)
-  (cache, uc), out = jax.lax.scan(body, (cache, state[seg.carry_key]), state[seg.xs_key])
+    c2, k2, uy = seg.unit(params, cache if recompute else c, k, ux, window)
+    return ((c if recompute else c2), k2), ((k, uy) if recompute else uy)
+  init = (() if recompute else cache, state[seg.carry_key])
+  (c_out, uc), out = jax.lax.scan(body, init, state[seg.xs_key])
   new = {key: v for key, v in state.items() if key != seg.xs_key}
   new[seg.carry_key] = uc
-  new[seg.ys_key] = out[1] if keep_carries else out
-  return cache, new, (out[0] if keep_carries else None)
+  new[seg.ys_key] = out[1] if recompute else out
+  return (cache if recompute else c_out), new, (out[0] if recompute else None)
 
 
 def run_program(program, params, cache, carry, x, window=None):
@@ -172,7 +204,7 @@ def _step_reverse(program, params, cache_n, carry_t, x_t, window, acc, ct_buf, c
       saved.append((state, None))
       _, state = seg.fn(params, cache_n, state, x_t, window)
     else:
-      _, nxt, ucarries = _loop_forward(seg, params, cache_n, state, window, keep_carries=True)
+      _, nxt, ucarries = _loop_forward(seg, params, cache_n, state, window, recompute=True)
       saved.append((state, ucarries))
       state = nxt
   ct_state = {"carry": ct_carry, "y": ct_y}
@@ -236,14 +268,21 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
     (cache, carry), ys = forward(params, cache, carry, xs, False)
     return cache, carry, ys
 
+  # Whether the cache given to the scan is differentiated (fwd sees this at trace time; with
+  # a fresh cache, the usual case, the head's reverse need not produce the cache cotangent).
+  traced = {}
+
   def fwd(params, cache, carry, xs):
+    traced["cache_ct"] = any(p.perturbed for p in jax.tree.leaves(cache, is_leaf=_is_primal))
+    params, cache, carry, xs = (_values(t) for t in (params, cache, carry, xs))
     (cache_n, carry_n), (carries, ys) = forward(params, cache, carry, xs, True)
     carry_0 = carry if head is not None else None
     return (cache_n, carry_n, ys), (params, cache_n, carry_n, carries, xs, ys, carry_0)
 
   def bwd(res, cts):
     params, cache_n, carry_n, carries, xs, ys, carry_0 = res
-    ct_cache_n, ct_carry_n, ct_ys = cts
+    ct_cache_n, ct_carry_n, ct_ys = jax.tree.map(_materialize, cts, is_leaf=_is_zero)
+    cache_ct = traced["cache_ct"]
     window = window_fn(carry_n)
 
     def turn_reverse(state, carry_t, x_t, ct_y_t):
@@ -271,8 +310,16 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
       # leaves the loop as the gradient itself: XLA gives a buffer that is added to after
       # its while loop a temporary of its own (+1 parameter-sized buffer). A loop of one
       # iteration is inlined by XLA, hence the dummy row (pad) when there is one step.
-      state = jax.lax.cond(i == 0, lambda s: head_reverse(s, x_t)[0], lambda s: s, state)
-      return state, ct_x
+      if cache_ct:
+        state = jax.lax.cond(i == 0, lambda s: head_reverse(s, x_t)[0], lambda s: s, state)
+        return state, ct_x
+      # The cache cotangent leaves the loop unused: the cond reads the buffer but does not
+      # return it (a conditional's output gets a buffer of its own: +1 cache-sized buffer).
+      acc, ct_buf, ct_carry = state
+      acc, ct_carry = jax.lax.cond(
+          i == 0, lambda a, c: (lambda r: (r[0], r[2]))(head_reverse((a, ct_buf, c), x_t)[0]),
+          lambda a, c: (a, c), acc, ct_carry)
+      return (acc, ct_buf, ct_carry), ct_x
 
     init = (jax.tree.map(_placeholder, params), _to_scan(ct_cache_n, cache_n),
             _to_scan(ct_carry_n, carry_n))
@@ -285,10 +332,11 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
         rev, init, (jnp.arange(n + pad),) + rows, reverse=True)
     if pad:
       ct_xs = jax.tree.map(lambda a: a[:n], ct_xs)
-    return (_from_scan(ct_params, params), _from_scan(ct_cache, cache_n),
+    return (_from_scan(ct_params, params),
+            _from_scan(ct_cache, cache_n) if cache_ct else None,
             _from_scan(ct_carry, carry_n), _from_scan(ct_xs, xs))
 
-  run.defvjp(fwd, bwd)
+  run.defvjp(fwd, bwd, symbolic_zeros=True)
   return run(params, cache, carry, xs)
 
 

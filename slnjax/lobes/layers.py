@@ -148,19 +148,36 @@ class Attention(nn.Module):
     k_BTKE = constrain(apply_rope(k_BTKE, pos_BT, cfg), ("batch", "length", "kv_heads", "kv"))
     v_BTKE = constrain(v_BTKE, ("batch", "length", "kv_heads", "kv"))
 
-    if k_cache_BKSE is None:
-      keys_BKSE, vals_BKSE = jnp.swapaxes(k_BTKE, 1, 2), jnp.swapaxes(v_BTKE, 1, 2)
-    else:
-      keys_BKSE = write_cache(k_cache_BKSE, k_BTKE, start_B, mask_B)
-      vals_BKSE = write_cache(v_cache_BKSE, v_BTKE, start_B, mask_B)
-    kpos_S = jnp.arange(keys_BKSE.shape[2])
+    # The chunk attends to the cache *before* its own write (positions < start) and to its own
+    # keys and values (causally), one softmax over both. Nothing reads the cache after the
+    # write, so the write is the layer's last use of the cache: in the append-only reverse
+    # pass (slnjax/appendonly.py) a recomputed step reads the loop-invariant final cache
+    # and never updates it (an update made a fresh copy of every layer's cache per token).
     q_BTKGE = q_BTHE.reshape(B, T, K, H // K, E)
-    s_BKGTS = jnp.einsum("btkge,bkse->bkgts", q_BTKGE, keys_BKSE.astype(dt))
-    s_BKGTS = s_BKGTS.astype(upcast(dt)) / math.sqrt(E)
-    visible_BTS = kpos_S[None, None, :] <= pos_BT[:, :, None]
-    s_BKGTS = jnp.where(visible_BTS[:, None, None], s_BKGTS, _NEG)
-    p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(dt)
-    o_BTKGE = jnp.einsum("bkgts,bkse->btkge", p_BKGTS, vals_BKSE.astype(dt))
+    f = upcast(dt)
+    root_E = math.sqrt(E)
+    cdt = dt if k_cache_BKSE is None else k_cache_BKSE.dtype  # own entries as the cache keeps them
+    k_own_BTKE, v_own_BTKE = k_BTKE.astype(cdt).astype(dt), v_BTKE.astype(cdt).astype(dt)
+    s_BKGTT = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_own_BTKE).astype(f) / root_E
+    causal_TT = jnp.arange(T)[None, :] <= jnp.arange(T)[:, None]
+    s_BKGTT = jnp.where(causal_TT, s_BKGTT, _NEG)
+    if k_cache_BKSE is None:
+      p_BKGTT = jax.nn.softmax(s_BKGTT, axis=-1).astype(dt)
+      o_BTKGE = jnp.einsum("bkgts,bske->btkge", p_BKGTT, v_own_BTKE)
+    else:
+      s_BKGTS = jnp.einsum("btkge,bkse->bkgts", q_BTKGE, k_cache_BKSE.astype(dt)).astype(f)
+      s_BKGTS = s_BKGTS / root_E
+      old_BS = jnp.arange(k_cache_BKSE.shape[2])[None, :] < start_B[:, None]
+      s_BKGTS = jnp.where(old_BS[:, None, None, None], s_BKGTS, _NEG)
+      m_BKGT1 = jax.lax.stop_gradient(jnp.maximum(s_BKGTS.max(-1, keepdims=True),
+                                                  s_BKGTT.max(-1, keepdims=True)))
+      e_BKGTS, e_BKGTT = jnp.exp(s_BKGTS - m_BKGT1), jnp.exp(s_BKGTT - m_BKGT1)
+      r_BKGT1 = 1.0 / (e_BKGTS.sum(-1, keepdims=True) + e_BKGTT.sum(-1, keepdims=True))
+      o_BTKGE = (jnp.einsum("bkgts,bkse->btkge", (e_BKGTS * r_BKGT1).astype(dt),
+                            v_cache_BKSE.astype(dt))
+                 + jnp.einsum("bkgts,bske->btkge", (e_BKGTT * r_BKGT1).astype(dt), v_own_BTKE))
+      k_cache_BKSE = write_cache(k_cache_BKSE, k_BTKE, start_B, mask_B)
+      v_cache_BKSE = write_cache(v_cache_BKSE, v_BTKE, start_B, mask_B)
     if flat:
       out_BTD = jnp.einsum("btf,fd->btd", o_BTKGE.reshape(B, T, H * E),
                            wo.astype(dt).reshape(H * E, D))
@@ -168,9 +185,7 @@ class Attention(nn.Module):
       out_BTD = jnp.einsum("bthe,hed->btd", o_BTKGE.reshape(B, T, H, E), wo.astype(dt))
     if cfg.has_attn_bias:
       out_BTD += _param(self, "o_bias", (D,), ("embed",), nn.initializers.zeros, cfg).astype(dt)
-    if k_cache_BKSE is None:
-      return out_BTD, None, None
-    return out_BTD, keys_BKSE, vals_BKSE
+    return out_BTD, k_cache_BKSE, v_cache_BKSE
 
 
 class Mlp(nn.Module):
