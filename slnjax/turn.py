@@ -98,11 +98,21 @@ def gate(tree, pass_B, batch_axis):
   return jax.tree.map(g, tree)
 
 
+def gate_cache(cache, pass_B):
+  """``gate`` for a KV cache (any lobe layout: a leaf is [..., B, K, S, E])."""
+  return jax.tree.map(lambda x: gate(x, pass_B, x.ndim - 4), cache)
+
+
+def _keeps_history(window):
+  """Per example: whether the prompt's encoding (before turn 0) is inside the window."""
+  return window["turns_B"] <= window["k"]
+
+
 def _enter(t, window):
   """Per example: whether gradients may enter turn t from before it (truncated BPTT). An
   example that used at most k turns keeps its whole history, prompt encoding included, so
   k >= turns used is exactly full BPTT."""
-  return (t > window["turns_B"] - window["k"]) | (window["turns_B"] <= window["k"])
+  return (t > window["turns_B"] - window["k"]) | _keeps_history(window)
 
 
 def _start(spec, P, caches, state, x, window):
@@ -112,8 +122,8 @@ def _start(spec, P, caches, state, x, window):
   k_left, k_rpend, k_right, k_lpend = jax.random.split(x["key"], 4)
   if window is not None:
     enter_B = _enter(x["t"], window)
-    caches = {**caches, "left": gate(caches["left"], enter_B, 1),  # rcache0: gated where read
-              "right": None if caches["right"] is None else gate(caches["right"], enter_B, 1)}
+    caches = {**caches, "left": gate_cache(caches["left"], enter_B),  # rcache0: where read
+              "right": None if caches["right"] is None else gate_cache(caches["right"], enter_B)}
     carry = gate(carry, enter_B, 0)
   uc, uxs = begin_turn(carry["pend_l"], carry["len_l"], carry["active_B"], k_left,
                        spec.loop.turn_len)
@@ -153,8 +163,8 @@ def _left_written(spec, P, caches, state, x, window):
   out = {"carry": carry, "keys": keys, "w": w}
   if rc is not None and not spec.tall:
     rcache0 = caches["rcache0"]
-    if window is not None:
-      rcache0 = gate(rcache0, _enter(x["t"], window), 1)
+    if window is not None:  # the prompt's encoding: cut like the left lobe's prompt positions
+      rcache0 = gate_cache(rcache0, _keeps_history(window))
     r = lobes.apply(rc, P["right"], embeds=lturn.e_recv_BR, cache=rcache0,
                     start=P["prompt_len_B"], lengths=valid_len_B)
     w["score_logit_B"] = r["score_logit_B"]

@@ -91,12 +91,27 @@ def _hand_split(spec, pl, pr, ids, plen, tgt, turns_B, k):
   return total
 
 
-@pytest.mark.parametrize("k", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_truncated_bptt_equals_hand_split_computation(x64, k):
+def _unrolled(spec, pl, pr):
+  """The same dialogue with unrolled lobe layers (a cache leaf is then [B,K,S,E])."""
+  lc, rc = spec.left.replace(scan_layers=False), spec.right.replace(scan_layers=False)
+  return (dataclasses.replace(spec, left=lc, right=rc), lobes.with_layer_layout(pl, False),
+          lobes.with_layer_layout(pr, False))
+
+
+@pytest.mark.parametrize("k,scan_layers", [(2, False), pytest.param(1, True, marks=pytest.mark.slow)])
+def test_truncated_bptt_equals_hand_split_computation(x64, k, scan_layers):
+  # k = 2 of 3 turns: gradient crosses a turn boundary inside the window, and the critic
+  # re-reads its prompt cache there (cut for an example that used more than k turns).
   spec, pl, pr, ids, plen, tgt = _setup(B=3, max_turns=3, threshold=0.4818)
   free = loop.rollout(spec, pl, pr, ids, plen, KEY, TAU, tgt)
-  assert len(set(np.asarray(free.turns_B).tolist())) > 1  # examples halt at different turns
-  g = _grads(_impl(spec, "appendonly", k), pl, pr, ids, plen, tgt)
+  turns = np.asarray(free.turns_B).tolist()
+  assert len(set(turns)) > 1 and max(turns) > k  # halts at different turns; some are cut
+  if scan_layers:
+    g = _grads(_impl(spec, "appendonly", k), pl, pr, ids, plen, tgt)
+  else:
+    u_spec, u_pl, u_pr = _unrolled(spec, pl, pr)
+    g = _grads(_impl(u_spec, "appendonly", k), u_pl, u_pr, ids, plen, tgt)
+    g = tuple(lobes.with_layer_layout(x, True) for x in g)
   hand = jax.jit(jax.grad(lambda a, b: _hand_split(_impl(spec, "appendonly", None), a, b, ids,
                                                    plen, tgt, np.asarray(free.turns_B), k),
                    argnums=(0, 1)))
