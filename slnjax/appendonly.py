@@ -41,6 +41,7 @@ output gets a buffer of its own.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -237,7 +238,8 @@ def _step_reverse(program, params, cache_n, carry_t, x_t, window, acc, ct_buf, c
 
 
 def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
-                 window_fn: Callable | None = None, head=None):
+                 window_fn: Callable | None = None, head=None,
+                 reverse_context: Callable | None = None):
   """``lax.scan`` of a step program over ``xs`` with the bounded-memory reverse pass.
 
   A step is a list of ``Plain`` and ``Loop`` segments (a dialogue turn: the tokens a lobe
@@ -250,6 +252,10 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
   y = {}), e.g. the prompt's prefill. It runs inside the same custom-vjp region under the
   same contract, so its parameter cotangents go into the same accumulator, which is then
   the gradient itself rather than a buffer added to the head's gradient afterwards.
+
+  ``reverse_context`` (optional): a context manager factory entered while the reverse pass is
+  traced, e.g. ``lobes.reading_cache_before_write`` (steps recomputed against the final
+  cache then never build an updated copy of it).
   """
   window_fn = window_fn or (lambda final_carry: None)
 
@@ -280,6 +286,10 @@ def program_scan(program, params: Any, cache: Any, carry: Any, xs: Any,
     return (cache_n, carry_n, ys), (params, cache_n, carry_n, carries, xs, ys, carry_0)
 
   def bwd(res, cts):
+    with (reverse_context or contextlib.nullcontext)():
+      return _bwd(res, cts)
+
+  def _bwd(res, cts):
     params, cache_n, carry_n, carries, xs, ys, carry_0 = res
     ct_cache_n, ct_carry_n, ct_ys = jax.tree.map(_materialize, cts, is_leaf=_is_zero)
     cache_ct = traced["cache_ct"]

@@ -116,7 +116,8 @@ def run_scan(program, P, cache, carry, xs, impl, window_fn=None, window=None, he
   scan / scan_remat: plain autodiff (with a rematerialised body); `window` is given.
   """
   if impl == "appendonly":
-    return program_scan(program, P, cache, carry, xs, window_fn, head)
+    return program_scan(program, P, cache, carry, xs, window_fn, head,
+                        reverse_context=lobes.reading_cache_before_write)
   if impl not in ("scan", "scan_remat"):
     raise ValueError(f"Unknown bptt_impl {impl!r}; expected appendonly, scan or scan_remat.")
   if head is not None:

@@ -76,7 +76,7 @@ def _encode_prompt(spec: DialogueSpec, P):
   E_r = None if rc is None else lobes.embedding_matrix(rc, P["right"])
   out = lobes.apply(lc, P["left"], **_prompt_inputs(lc, P["left"], ids_BP, pre["embeds_BPD"],
                                                     prefix.get("left")),
-                    cache=lobes.init_cache(lc, B, s_left), start=jnp.zeros((B,), jnp.int32),
+                    cache=lobes.init_cache(lc, B, s_left),
                     logits_at=t_l + len_B - 1)
   target_BM = P["target_BM"]
   pend_l = emit(out["logits_BV"], mode=L.mode, key=pre["key"], tau=P["tau"],
@@ -91,7 +91,7 @@ def _encode_prompt(spec: DialogueSpec, P):
   if rc is not None:
     rout = lobes.apply(rc, P["right"], **_prompt_inputs(rc, P["right"], ids_BP,
                                                         pre["embeds_BPD"], prefix.get("right")),
-                       start=jnp.zeros((B,), jnp.int32), cache=lobes.init_cache(rc, B, s_right))
+                       cache=lobes.init_cache(rc, B, s_right))
     # Tall: the right lobe's own context. Lateralized: the prompt cache that the critic
     # re-reads at every turn ("rcache0", never written by a turn).
     caches["right" if spec.tall else "rcache0"] = rout["cache"]

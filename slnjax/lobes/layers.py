@@ -6,6 +6,7 @@ Every parameter carries logical axis names; activations are constrained with the
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import flax.linen as nn
@@ -93,6 +94,22 @@ def apply_rope(x_BTNE, pos_BT, cfg: LobeConfig):
   return jnp.concatenate([rot.astype(x_BTNE.dtype), x_BTNE[..., r:]], axis=-1)
 
 
+_BEFORE_WRITE = [False]
+
+
+@contextlib.contextmanager
+def reading_cache_before_write():
+  """While tracing inside this context, attention reads a given KV cache as it was given and
+  does not build on the written one (the same values: a chunk reads only the positions
+  before it). For a step recomputed against a loop-invariant final cache, whose written
+  version is never needed (``appendonly.program_scan(reverse_context=...)``)."""
+  _BEFORE_WRITE.append(True)
+  try:
+    yield
+  finally:
+    _BEFORE_WRITE.pop()
+
+
 def write_cache(cache_BKSE, new_BTKE, start_B, mask_B=None):
   """Write each example's new entries at its own offset: cache[b, :, start[b]:start[b]+T].
 
@@ -148,11 +165,13 @@ class Attention(nn.Module):
     k_BTKE = constrain(apply_rope(k_BTKE, pos_BT, cfg), ("batch", "length", "kv_heads", "kv"))
     v_BTKE = constrain(v_BTKE, ("batch", "length", "kv_heads", "kv"))
 
-    # The chunk attends to the cache *before* its own write (positions < start) and to its own
-    # keys and values (causally), one softmax over both. Nothing reads the cache after the
-    # write, so the write is the layer's last use of the cache: in the append-only reverse
-    # pass (slnjax/appendonly.py) a recomputed step reads the loop-invariant final cache
-    # and never updates it (an update made a fresh copy of every layer's cache per token).
+    # The chunk attends to the cached positions before it (< start) and to its own keys and
+    # values (causally), one softmax over both. The cached positions are read from the
+    # written cache (the write is then in place: reading the unwritten one made XLA copy
+    # every layer's cache twice per decoded token), or, under reading_cache_before_write(),
+    # from the cache as given, which is then never updated: in the append-only reverse pass
+    # (slnjax/appendonly.py) a recomputed step reads the loop-invariant final cache, and an
+    # update made a fresh copy of it per token. The values read are the same either way.
     q_BTKGE = q_BTHE.reshape(B, T, K, H // K, E)
     f = upcast(dt)
     root_E = math.sqrt(E)
@@ -161,11 +180,19 @@ class Attention(nn.Module):
     s_BKGTT = jnp.einsum("btkge,bske->bkgts", q_BTKGE, k_own_BTKE).astype(f) / root_E
     causal_TT = jnp.arange(T)[None, :] <= jnp.arange(T)[:, None]
     s_BKGTT = jnp.where(causal_TT, s_BKGTT, _NEG)
-    if k_cache_BKSE is None:
+    if k_cache_BKSE is None or start_B is None:  # nothing cached before the chunk is read
       p_BKGTT = jax.nn.softmax(s_BKGTT, axis=-1).astype(dt)
       o_BTKGE = jnp.einsum("bkgts,bske->btkge", p_BKGTT, v_own_BTKE)
+      if k_cache_BKSE is not None:
+        zero_B = jnp.zeros((B,), jnp.int32)
+        k_cache_BKSE = write_cache(k_cache_BKSE, k_BTKE, zero_B, mask_B)
+        v_cache_BKSE = write_cache(v_cache_BKSE, v_BTKE, zero_B, mask_B)
     else:
-      s_BKGTS = jnp.einsum("btkge,bkse->bkgts", q_BTKGE, k_cache_BKSE.astype(dt)).astype(f)
+      k_new_BKSE = write_cache(k_cache_BKSE, k_BTKE, start_B, mask_B)
+      v_new_BKSE = write_cache(v_cache_BKSE, v_BTKE, start_B, mask_B)
+      k_read_BKSE, v_read_BKSE = ((k_cache_BKSE, v_cache_BKSE) if _BEFORE_WRITE[-1]
+                                  else (k_new_BKSE, v_new_BKSE))
+      s_BKGTS = jnp.einsum("btkge,bkse->bkgts", q_BTKGE, k_read_BKSE.astype(dt)).astype(f)
       s_BKGTS = s_BKGTS / root_E
       old_BS = jnp.arange(k_cache_BKSE.shape[2])[None, :] < start_B[:, None]
       s_BKGTS = jnp.where(old_BS[:, None, None, None], s_BKGTS, _NEG)
@@ -174,10 +201,9 @@ class Attention(nn.Module):
       e_BKGTS, e_BKGTT = jnp.exp(s_BKGTS - m_BKGT1), jnp.exp(s_BKGTT - m_BKGT1)
       r_BKGT1 = 1.0 / (e_BKGTS.sum(-1, keepdims=True) + e_BKGTT.sum(-1, keepdims=True))
       o_BTKGE = (jnp.einsum("bkgts,bkse->btkge", (e_BKGTS * r_BKGT1).astype(dt),
-                            v_cache_BKSE.astype(dt))
+                            v_read_BKSE.astype(dt))
                  + jnp.einsum("bkgts,bske->btkge", (e_BKGTT * r_BKGT1).astype(dt), v_own_BTKE))
-      k_cache_BKSE = write_cache(k_cache_BKSE, k_BTKE, start_B, mask_B)
-      v_cache_BKSE = write_cache(v_cache_BKSE, v_BTKE, start_B, mask_B)
+      k_cache_BKSE, v_cache_BKSE = k_new_BKSE, v_new_BKSE
     if flat:
       out_BTD = jnp.einsum("btf,fd->btd", o_BTKGE.reshape(B, T, H * E),
                            wo.astype(dt).reshape(H * E, D))

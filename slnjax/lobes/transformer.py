@@ -87,9 +87,11 @@ class Lobe(nn.Module):
       raise ValueError(f"Lobe inputs have shape {x_BTD.shape}; expected [B,T] ids or "
                        f"[B,T,{cfg.d_model}] embeddings.")
     B, T, _ = x_BTD.shape
-    if start_B is None:
-      start_B = jnp.zeros((B,), jnp.int32)
-    pos_BT = start_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+    # start None: the chunk starts at position 0, so its attention reads no cached position
+    # (the blocks get None and skip that product; a zeros array would only be masked out).
+    pos_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None, :], (B, T))
+    if start_B is not None:
+      pos_BT = start_B[:, None] + pos_BT
     x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
     if cache is not None:
       _check_cache(cfg, cache, B)
@@ -202,7 +204,9 @@ def param_count(params) -> int:
 
 def apply(cfg: LobeConfig, params, *, ids=None, embeds=None, cache=None, start=None,
           lengths=None, write_mask=None, logits_at=None):
-  """Forward pass. `write_mask` [B] bool: examples whose cache must stay unchanged are False.
+  """Forward pass. `start` [B] int: where each example's chunk goes in `cache` (None: at 0,
+  and nothing cached is read). `write_mask` [B] bool: examples whose cache must stay
+  unchanged are False.
   `logits_at` [B] int: compute the logits only at these chunk positions ("logits_BV")."""
   return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths, write_mask,
                            logits_at)
