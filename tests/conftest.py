@@ -1,7 +1,15 @@
 """Shared fixtures. Tests run on the CPU; float64 only where a test asks for it."""
 import gc
+import os
 
-import jax
+# Most of the suite's time is XLA compiling tiny programs: LLVM's optimisations do not pay
+# for themselves there (a float64 loop-gradient test: 124 s -> 95 s). Buffer assignment,
+# which the memory tests check, is decided before LLVM and does not change.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=0").strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest
 
 
