@@ -44,14 +44,13 @@ def run_blocks(cfg: LobeConfig, stack, x_BTD, *, cache=None, start_B=None, write
   """Applies the stacked blocks in order. Returns (x_BTD, cache or None).
 
   Without a cache, the chunk attends causally to itself at positions 0..T-1. With one, it is
-  written at positions start[b]..start[b]+T-1 and attends to everything before (decode.py).
+  written at positions start[b]..start[b]+T-1 and attends to everything before (decode.py);
+  start None: at 0 (a prefill: no cached position is read).
   """
   B, T, _ = x_BTD.shape
-  if start_B is None:
-    if cache is not None:
-      raise ValueError("run_blocks: a cache needs start_B (each example's write position).")
-    start_B = jnp.zeros((B,), jnp.int32)
-  pos_BT = start_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+  pos_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32)[None, :], (B, T))
+  if start_B is not None:
+    pos_BT = start_B[:, None] + pos_BT
   block = Block(cfg)
 
   def body(x, layer):

@@ -175,12 +175,11 @@ def encode_prompt(model: WideSLN, pl, prompt_ids_BP, answer_len: int):
   B, P = prompt_ids_BP.shape
   cache = blocks.init_cache(model.lm, model.cfg.k_in, B, P + answer_len)
   return blocks.run_blocks(model.lm, pl["encoder"], embed(model, pl, prompt_ids_BP),
-                           cache=cache, start_B=jnp.zeros((B,), jnp.int32))
+                           cache=cache)
 
 
 def decoder_prefill(model: WideSLN, pl, ctx_BSD, answer_len: int):
   """The output lobe over the whole context buffer: hidden [B,S,D] and its cache."""
   B, S, _ = ctx_BSD.shape
   cache = blocks.init_cache(model.lm, model.cfg.k_out, B, S + answer_len)
-  return blocks.run_blocks(model.lm, pl["decoder"], ctx_BSD, cache=cache,
-                           start_B=jnp.zeros((B,), jnp.int32))
+  return blocks.run_blocks(model.lm, pl["decoder"], ctx_BSD, cache=cache)
