@@ -103,7 +103,7 @@ def test_truncated_bptt_equals_hand_split_computation(x64, k, scan_layers):
   # k = 2 of 3 turns: gradient crosses a turn boundary inside the window, and the critic
   # re-reads its prompt cache there (cut for an example that used more than k turns).
   spec, pl, pr, ids, plen, tgt = _setup(B=3, max_turns=3, threshold=0.4818)
-  free = loop.rollout(spec, pl, pr, ids, plen, KEY, TAU, tgt)
+  free = jax.jit(loop.rollout, static_argnums=0)(spec, pl, pr, ids, plen, KEY, TAU, tgt)
   turns = np.asarray(free.turns_B).tolist()
   assert len(set(turns)) > 1 and max(turns) > k  # halts at different turns; some are cut
   if scan_layers:
@@ -125,9 +125,11 @@ def test_turns_before_the_window_contribute_exactly_zero(x64):
     d = loop.unroll(spec, a, b, ids, plen, KEY, TAU)
     return jnp.sum(d.score_logit_NB[0]) + jnp.sum(d.left_emb_NBMR[0])
   for impl in ("appendonly", "scan"):
-    g1 = jax.grad(first_turn_only, argnums=(1, 2))(_impl(spec, impl, 1), pl, pr)
+    g1 = jax.jit(jax.grad(first_turn_only, argnums=(1, 2)), static_argnums=0)(
+        _impl(spec, impl, 1), pl, pr)
     assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(g1)), impl
-  g_full = jax.grad(first_turn_only, argnums=(1, 2))(_impl(spec, "appendonly", None), pl, pr)
+  g_full = jax.jit(jax.grad(first_turn_only, argnums=(1, 2)), static_argnums=0)(
+      _impl(spec, "appendonly", None), pl, pr)
   assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(g_full))
 
 

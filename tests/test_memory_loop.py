@@ -2,6 +2,7 @@
 positions; padded items are never selected; gradients reach the selector; rollout and
 unroll agree; a train step runs with a bank from the facts task."""
 import dataclasses
+import functools
 import os
 import tempfile
 
@@ -33,8 +34,12 @@ def mcfg(**kw):
 
 def read_for(spec, pl, pr, mc, ids, plen, b, key=jax.random.key(3), tau=1.0):
   mp = memory.init(mc, jax.random.key(4))
-  named = {"left": (spec.left, pl), "right": (spec.right, pr)}
-  return mdl.read(mc, mp, b, named, ids, plen, key, tau)
+  return _read(mc, spec.left, spec.right, mp, b, pl, pr, ids, plen, key, tau)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _read(mc, left, right, mp, b, pl, pr, ids, plen, key, tau):
+  return mdl.read(mc, mp, b, {"left": (left, pl), "right": (right, pr)}, ids, plen, key, tau)
 
 
 def test_prefix_goes_only_to_the_configured_lobes():
@@ -43,11 +48,12 @@ def test_prefix_goes_only_to_the_configured_lobes():
   b = bank()
   T = 2 * 3
   key = jax.random.key(7)
-  P0, c0, k0 = loop.prefill(spec, pl, pr, ids, plen, key, 1.0)
+  prefill = jax.jit(loop.prefill, static_argnums=0)
+  P0, c0, k0 = prefill(spec, pl, pr, ids, plen, key, 1.0)
   # Left lobe reads: its cache and positions grow by T; the right lobe is unchanged.
   r = read_for(spec, pl, pr, mcfg(lobes=("left",)), ids, plen, b)
   assert set(r.prefix) == {"left"} and r.prefix["left"].shape == (3, T, spec.left.d_model)
-  P1, c1, k1 = loop.prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
+  P1, c1, k1 = prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
   s_left, _ = spec.cache_lengths(ids.shape[1])
   assert lobes.cache_length(c1["left"]) == s_left + T == spec.cache_lengths(ids.shape[1], T)[0]
   np.testing.assert_array_equal(k1["len_l"], plen + T)
@@ -66,7 +72,7 @@ def test_prefix_goes_only_to_the_configured_lobes():
   np.testing.assert_array_equal(jnp.argmax(last, -1), k1["pend_l"].ids_B)
   # Right lobe reads: the left lobe's prefill is unchanged bit for bit.
   r = read_for(spec, pl, pr, mcfg(lobes=("right",)), ids, plen, b)
-  P2, c2, k2 = loop.prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
+  P2, c2, k2 = prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
   for a, b0 in zip(jax.tree.leaves((c2["left"], k2["pend_l"], k2["len_l"])),
                    jax.tree.leaves((c0["left"], k0["pend_l"], k0["len_l"]))):
     np.testing.assert_array_equal(a, b0)
@@ -79,8 +85,9 @@ def test_lobe_without_memory_is_unchanged_over_the_dialogue():
   ids, plen = prompts()
   r = read_for(spec, pl, pr, mcfg(lobes=("right",)), ids, plen, bank())
   key = jax.random.key(8)
-  d0 = loop.rollout(spec, pl, pr, ids, plen, key)
-  d1 = loop.rollout(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
+  rollout = jax.jit(loop.rollout, static_argnums=0)
+  d0 = rollout(spec, pl, pr, ids, plen, key)
+  d1 = rollout(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
   np.testing.assert_array_equal(d1.left_ids_NBM, d0.left_ids_NBM)
   np.testing.assert_array_equal(d1.left_logp_NBM, d0.left_logp_NBM)
   assert not np.allclose(d1.score_NB, d0.score_NB)  # the right lobe did read its memories
@@ -95,11 +102,13 @@ def test_replay_positions_with_a_left_prefix(tall):
   r = read_for(spec, pl, pr, mcfg(lobes=("left", "right") if tall else ("left",)), ids, plen,
                bank())
   inputs = mdl.Inputs(None, r.prefix)
-  d = loop.rollout(spec, pl, pr, ids, plen, jax.random.key(9), 1.0, None, inputs)
-  lp, _ = loop.replay_logp(spec, pl, ids, plen, d, prompt_embeds_BPD=inputs)
+  d = jax.jit(loop.rollout, static_argnums=0)(spec, pl, pr, ids, plen, jax.random.key(9), 1.0,
+                                              None, inputs)
+  replay = jax.jit(loop.replay_logp, static_argnums=0)
+  lp, _ = replay(spec, pl, ids, plen, d, prompt_embeds_BPD=inputs)
   m = d.active_NB[..., None]
   np.testing.assert_allclose(np.where(m, lp, 0), np.where(m, d.left_logp_NBM, 0), atol=2e-4)
-  lp_wrong, _ = loop.replay_logp(spec, pl, ids, plen, d)  # without the prefix: different
+  lp_wrong, _ = replay(spec, pl, ids, plen, d)  # without the prefix: different
   assert not np.allclose(np.where(m, lp_wrong, 0), np.where(m, d.left_logp_NBM, 0), atol=1e-2)
 
 
@@ -119,8 +128,10 @@ def test_padded_bank_items_are_never_selected_in_the_loop(mode):
   mc = mcfg(lobes=("left", "right"), mode=mode)
   model = sln.build("lateralized", spec.left, spec.right, spec.loop, memory=mc)
   params = sln.init(model, jax.random.key(0))
+  read = jax.jit(lambda k: sln.read_memory(model, params, ids, plen, b, k, tau=0.5))
+  rollout = jax.jit(lambda k, r: sln.rollout(model, params, ids, plen, k, 0.5, memory=r))
   for s in range(4):
-    r = sln.read_memory(model, params, ids, plen, b, jax.random.key(s), tau=0.5)
+    r = read(jax.random.key(s))
     w = np.asarray(r.sel.weights_BJC)
     assert np.all(w[~np.broadcast_to(np.asarray(b.mask_BC)[:, None], w.shape)] == 0)
     pick = np.asarray(r.sel.index_BJ)[np.asarray(r.sel.valid_BJ)]
@@ -128,7 +139,7 @@ def test_padded_bank_items_are_never_selected_in_the_loop(mode):
     assert np.asarray(b.mask_BC)[rows, pick].all()
     np.testing.assert_array_equal(r.sel.valid_BJ, [[1, 1], [1, 0], [1, 1]])
     np.testing.assert_array_equal(r.prefix["left"][1, 3:], 0.0)  # row 1: one item, slot 2 empty
-    d = sln.rollout(model, params, ids, plen, jax.random.key(s), 0.5, memory=r)
+    d = rollout(jax.random.key(s), r)
     assert np.isfinite(np.asarray(d.score_NB)).all()
 
 
@@ -154,8 +165,8 @@ def test_soft_selection_gradient_matches_finite_differences(x64):
   b = bank()
   b = b._replace(keys_BCD=b.keys_BCD.astype(jnp.float64))
   key = jax.random.key(11)
-  f = lambda mp: _loss(model, {**params, "memory": mp}, ids, plen, b, key)
-  g = jax.grad(f)(params["memory"])
+  f = jax.jit(lambda mp: _loss(model, {**params, "memory": mp}, ids, plen, b, key))
+  g = jax.jit(jax.grad(f))(params["memory"])
   gsel = jax.tree.leaves(g["selector"])
   assert sum(float(jnp.abs(x).sum()) for x in gsel) > 0
   assert float(jnp.abs(g["encoder"]["table"]).sum()) > 0
@@ -173,16 +184,17 @@ def test_soft_selection_gradient_matches_finite_differences(x64):
 def test_gumbel_st_gradient_reaches_the_selector(lobes_):
   model, params = _model(mode="gumbel_st", lobes_=lobes_)
   ids, plen = prompts()
-  g = jax.grad(lambda mp: _loss(model, {**params, "memory": mp}, ids, plen, bank(),
-                                jax.random.key(12)))(params["memory"])
+  g = jax.jit(jax.grad(lambda mp: _loss(model, {**params, "memory": mp}, ids, plen, bank(),
+                                        jax.random.key(12))))(params["memory"])
   assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(g["selector"])) > 0
   # "sample" gives no pathwise gradient: only its log-prob does.
   model_s, _ = _model(mode="sample", lobes_=lobes_)
-  g = jax.grad(lambda mp: _loss(model_s, {**params, "memory": mp}, ids, plen, bank(),
-                                jax.random.key(12)))(params["memory"])
+  g = jax.jit(jax.grad(lambda mp: _loss(model_s, {**params, "memory": mp}, ids, plen, bank(),
+                                        jax.random.key(12))))(params["memory"])
   assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(g)) == 0
-  lp = jax.grad(lambda mp: sln.read_memory(model_s, {**params, "memory": mp}, ids, plen,
-                                           bank(), jax.random.key(12)).sel.logp_B.sum())
+  lp = jax.jit(jax.grad(lambda mp: sln.read_memory(model_s, {**params, "memory": mp}, ids,
+                                                   plen, bank(), jax.random.key(12)
+                                                   ).sel.logp_B.sum()))
   assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(lp(params["memory"]))) > 0
 
 
@@ -194,9 +206,11 @@ def test_rollout_and_unroll_agree_with_memory(tall):
                     memory=mc)
   params = sln.init(model, jax.random.key(0))
   ids, plen = prompts()
-  r = sln.read_memory(model, params, ids, plen, bank(), jax.random.key(13), 0.5)
-  a = sln.rollout(model, params, ids, plen, jax.random.key(14), 0.5, memory=r)
-  u = sln.unroll(model, params, ids, plen, jax.random.key(14), 0.5, memory=r)
+  r = jax.jit(sln.read_memory, static_argnums=0)(model, params, ids, plen, bank(),
+                                                 jax.random.key(13), 0.5)
+  run = lambda f: jax.jit(lambda p, r: f(model, p, ids, plen, jax.random.key(14), 0.5,
+                                         memory=r))(params, r)
+  a, u = run(sln.rollout), run(sln.unroll)
   np.testing.assert_array_equal(a.turns_B, u.turns_B)
   np.testing.assert_array_equal(a.left_ids_NBM, u.left_ids_NBM)
   np.testing.assert_allclose(a.score_NB, u.score_NB, atol=1e-5)

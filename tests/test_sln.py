@@ -46,11 +46,12 @@ def test_encoder_feeds_the_loop_and_decoder_reads_the_last_turn():
   m = sln.build("lateralized", lobes.tiny(), None, LOOP, encoder=lobes.tiny(n_layers=1),
                 decoder=lobes.tiny(n_layers=1))
   p = sln.init(m, jax.random.key(0))
-  g = jax.grad(lambda p: sln.unroll(m, p, IDS, LEN, jax.random.key(1)).score_logit_NB.sum())(p)
+  g = jax.jit(jax.grad(lambda p: sln.unroll(m, p, IDS, LEN, jax.random.key(1)
+                                            ).score_logit_NB.sum()))(p)
   assert float(jnp.abs(g["encoder"]["embedding"]).sum()) > 0
-  d = sln.rollout(m, p, IDS, LEN, jax.random.key(1))
+  d = jax.jit(sln.rollout, static_argnums=0)(m, p, IDS, LEN, jax.random.key(1))
   tgt = jnp.array([[7, 8, 9], [10, 11, 12]])
-  lp = sln.decode_answer(m, p, IDS, LEN, d, tgt)
+  lp = jax.jit(sln.decode_answer, static_argnums=0)(m, p, IDS, LEN, d, tgt)
   # Example 1 by hand: [prompt[:2], last turn, target] through the decoder.
   last = d.left_ids_NBM[d.turns_B[1] - 1, 1]
   seq = jnp.concatenate([sln.encode(m, p, IDS)[1, :2],

@@ -163,8 +163,15 @@ def _check_cfg(cfg):
 def init_boxed(cfg: LobeConfig, rng):
   """Parameters wrapped in flax Partitioned boxes (carry logical axis names)."""
   _check_cfg(cfg)
-  ids = jnp.zeros((1, 2), jnp.int32)
-  return module(cfg).init(rng, ids)["params"]
+  return _init_boxed(cfg, rng)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_boxed(cfg: LobeConfig, rng):
+  # Compiled, once per config: flax's init traces a whole forward pass, which run eagerly
+  # dispatched every op (and recompiled the layer scan) at each call; here XLA drops the
+  # forward (only the parameters are returned).
+  return module(cfg).init(rng, jnp.zeros((1, 2), jnp.int32))["params"]
 
 
 def init(cfg: LobeConfig, rng):

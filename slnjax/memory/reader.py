@@ -20,6 +20,7 @@ prefix of its context, so every turn of that lobe attends to them. The facts exp
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -77,6 +78,7 @@ def init(cfg: MemoryConfig, rng, dim: int | None = None) -> dict:
   return nn.meta.unbox(_init_boxed(cfg, rng, dim))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))  # compiled once per config (see lobes.init)
 def _init_boxed(cfg: MemoryConfig, rng, dim: int | None):
   k_enc, k_sel = jax.random.split(rng)
   params = {}
