@@ -23,10 +23,46 @@ from slnjax.loop import LoopConfig
 
 PROMPT = 64
 NEW = 128
+REPS = 5  # interleaved; the machine's memory bandwidth varies from minute to minute
 # XLA:CPU compiler option: no YNNPACK fusions, so dot products go through Eigen.
 EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # runner suffix -> (scan_layers: None keeps the config's, compiler options)
 VARIANTS = {"": (None, None), "_unrolled": (False, None), "_unrolled_eigen": (False, EIGEN_DOTS)}
+
+
+def step_bytes(cfg, batch, cache_len) -> dict:
+  """Bytes one decoded token must read at least: every weight except the input embedding (a
+  row lookup; a tied one is the LM head and counted once), and each layer's keys and values
+  over the whole cache (the attention reads every cached position, masked ones included)."""
+  params = jax.eval_shape(lambda: lobes.init(cfg, jax.random.key(0)))
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  weights = nbytes(params)
+  if not cfg.tie_embeddings:
+    weights -= nbytes(params["embedding"])
+  cache = nbytes(jax.eval_shape(lambda: lobes.init_cache(cfg, batch, cache_len)))
+  return {"weights": weights, "cache": cache, "total": weights + cache}
+
+
+def stream_rate(batch, d_model=512, mib=256, reps=5) -> float:
+  """Bytes/s at which XLA's dot product streams a weight matrix too big for the caches, at
+  `batch` rows (the LM head's shape at decoding): the fastest of YNNPACK and Eigen."""
+  n = mib * 2**20 // (4 * d_model)
+  w_DN = jax.random.normal(jax.random.key(0), (d_model, n), np.float32)
+  x_BD = jax.random.normal(jax.random.key(1), (batch, d_model), np.float32)
+  best = float("inf")
+  for options in (None, EIGEN_DOTS):
+    dot = jax.jit(lambda x, w: x @ w).lower(x_BD, w_DN).compile(compiler_options=options)
+    best = min([best] + harness.timed(lambda: jax.block_until_ready(dot(x_BD, w_DN)), reps))
+  return w_DN.nbytes / best
+
+
+def roofline(cfg, batch, new=NEW, prompt=PROMPT, rate=None) -> dict:
+  """The memory-bandwidth ceiling on new tokens/s: one token step reads step_bytes at the
+  cache's final length (64 + 128) at `rate` bytes/s; the prefill is left out (an upper
+  bound)."""
+  b = step_bytes(cfg, batch, prompt + new)
+  rate = stream_rate(batch, cfg.d_model) if rate is None else rate
+  return {"step_bytes": b, "stream_bytes_per_s": rate, "tokens_per_s": batch * rate / b["total"]}
 
 
 def prompt_ids(cfg, batch, prompt=PROMPT):
@@ -76,11 +112,14 @@ def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params
         for k, o in outs.items() if k.startswith("slnjax"))
   for name, (fn, info) in runs.items():
     info["times_s"] = []
+  rates = [stream_rate(batch, cfg.d_model)]
   for _ in range(reps):  # interleaved
     for name, (fn, info) in runs.items():
       t0 = time.perf_counter()
       fn()
       info["times_s"].append(time.perf_counter() - t0)
+  rates.append(stream_rate(batch, cfg.d_model))
+  row["roofline"] = {**roofline(cfg, batch, new, prompt, max(rates)), "stream_rates": rates}
   for name, (fn, info) in runs.items():
     info.update(harness.summary(info["times_s"]))
     info["tokens_per_s"] = batch * new / info["min_s"]
@@ -96,7 +135,7 @@ def main(quick: bool, cfg=None) -> dict:
   load0 = harness.load()
   rows = []
   for batch in (1, 8):
-    rows.append(run_case(cfg, batch, shapes, 3, peer=peer))
+    rows.append(run_case(cfg, batch, shapes, REPS, peer=peer))
     import sys
     print({k: (v["tokens_per_s"] if isinstance(v, dict) else v) for k, v in rows[-1].items()},
           file=sys.stderr, flush=True)

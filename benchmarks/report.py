@@ -59,12 +59,16 @@ def goals(res) -> list[dict]:
     best = max((v["tokens_per_s"], k) for k, v in row.items()
                if isinstance(v, dict) and k.startswith("slnjax"))
     if "torch_generate" in row:
+      ceil = row.get("roofline", {}).get("tokens_per_s")
+      bound = (f"; the memory-bandwidth ceiling here is {ceil:.0f} tok/s (slnjax at "
+               f"{best[0] / ceil:.0%} of it, generate at "
+               f"{row['torch_generate']['tokens_per_s'] / ceil:.0%})") if ceil else ""
       ratio = best[0] / row["torch_generate"]["tokens_per_s"]
       out.append(_goal(f"decode_b{row['batch']}",
                        f"decoding, batch {row['batch']}: >= 2x the new tokens/s of generate",
                        ">= 2.0x", round(ratio, 2), ratio >= 2.0,
                        f"slnjax ({best[1]}) {best[0]:.1f} tok/s vs generate "
-                       f"{row['torch_generate']['tokens_per_s']:.1f} tok/s"))
+                       f"{row['torch_generate']['tokens_per_s']:.1f} tok/s{bound}"))
   for row in res.get("comparisons", {}).get("adaptive", {}).get("rows", []):
     r1 = row["ratio_approve_vs_single_turn"]
     out.append(_goal("early_halt", "a batch approved after turn 1 costs <= 1.3x a single turn",
@@ -144,13 +148,27 @@ def markdown(res) -> str:
           "also compiled with XLA:CPU's dot products through Eigen instead of YNNPACK "
           "(`compiler_options={\"xla_cpu_experimental_ynn_fusion_type\": \"\"}` for this "
           "executable only).", "",
-          "| batch | runner | time | new tokens/s | vs generate |", "|---|---|---|---|---|"]
+          "| batch | runner | time | new tokens/s | vs generate | of the ceiling |",
+          "|---|---|---|---|---|---|"]
     for row in C["decoding"]["rows"]:
       ref = row.get("torch_generate", {}).get("tokens_per_s")
+      ceil = row.get("roofline", {}).get("tokens_per_s")
       for k, d in row.items():
-        if isinstance(d, dict):
+        if isinstance(d, dict) and "tokens_per_s" in d and k != "roofline":
           rel = f"{d['tokens_per_s'] / ref:.2f}x" if ref else "-"
-          L.append(f"| {row['batch']} | {k} | {_t(d)} | {d['tokens_per_s']:.1f} | {rel} |")
+          frac = f"{d['tokens_per_s'] / ceil:.0%}" if ceil else "-"
+          L.append(f"| {row['batch']} | {k} | {_t(d)} | {d['tokens_per_s']:.1f} | {rel} | "
+                   f"{frac} |")
+    for row in C["decoding"]["rows"]:
+      if "roofline" in row:
+        r, b = row["roofline"], row["roofline"]["step_bytes"]
+        L.append(f"\nBatch {row['batch']}, memory-bandwidth ceiling: a decoded token reads at "
+                 f"least {b['total'] / MiB:.0f} MiB (weights without the input embedding "
+                 f"{b['weights'] / MiB:.0f} MiB, KV cache {b['cache'] / MiB:.1f} MiB at "
+                 f"{row['prompt'] + row['new_tokens']} positions). XLA's dot streamed a 256 MiB "
+                 f"matrix at {r['stream_bytes_per_s'] / 1e9:.1f} GB/s (before / after the runs: "
+                 + " / ".join(f"{x / 1e9:.1f}" for x in r["stream_rates"])
+                 + f"), so at most {r['tokens_per_s']:.0f} new tokens/s (prefill left out).")
     L.append(f"\nLoad average before/after: {C['decoding']['load_before']} / "
              f"{C['decoding']['load_after']}; wall {C['decoding']['wall_s']:.0f} s.")
   if "adaptive" in C and "rows" in C["adaptive"]:

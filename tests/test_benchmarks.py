@@ -4,6 +4,7 @@ With the same weights on both sides, the peer's soft-token BPTT loss equals slnj
 `generate` writes the same greedy tokens as `sln.rollout`: the two sides compute the same
 thing. Then the goals and the report are computed from the rows.
 """
+import jax
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -41,6 +42,8 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   assert dec["slnjax_2x4"]["tokens_per_s"] > 0 and dec["torch_generate"]["tokens_per_s"] > 0
   assert dec["slnjax_2x4_unrolled_eigen"]["compiler_options"] == decoding.EIGEN_DOTS
   assert not dec["slnjax_2x4_unrolled_eigen"]["scan_layers"]
+  assert dec["roofline"]["step_bytes"] == decoding.step_bytes(CFG, 2, 8 + 8)
+  assert dec["roofline"]["stream_bytes_per_s"] == max(dec["roofline"]["stream_rates"]) > 0
 
   ada = adaptive.run(CFG, 2, 1, max_turns=3, turn=4, prompt=8)
   assert ada["approve_after_turn_1"]["mean_turns"] == 1.0
@@ -60,3 +63,18 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   assert row["layers"] == "scanned"
   md = report.markdown(res)
   assert "## 1. Soft-token BPTT" in md and "## 4. Memory growth" in md and "torch_generate" in md
+  assert "memory-bandwidth ceiling" in md
+  assert "memory-bandwidth ceiling" in next(g for g in res["goals"] if g["id"] == "decode_b2")[
+      "detail"]
+
+
+def test_decoding_ceiling_counts_every_weight_read_per_token_and_the_cache():
+  n = lobes.param_count(lobes.init(CFG, jax.random.key(0)))
+  emb = CFG.vocab_size * CFG.d_model
+  b = decoding.step_bytes(CFG, 3, 10)
+  assert b["weights"] == 4 * (n - emb)  # the input embedding is a row lookup
+  assert b["cache"] == 4 * 2 * CFG.n_layers * 3 * CFG.kv_heads * 10 * CFG.hd
+  tied = decoding.step_bytes(CFG.replace(tie_embeddings=True), 3, 10)
+  assert tied["weights"] == 4 * (n - emb)  # no lm_head: the embedding is the head
+  r = decoding.roofline(CFG, 3, new=4, prompt=6, rate=2e9)
+  assert r["tokens_per_s"] == pytest.approx(3 * 2e9 / b["total"])

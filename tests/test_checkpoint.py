@@ -21,7 +21,7 @@ CACHE_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_jax_cache")
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-       "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+       "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}  # conftest's compile flags
 
 
 @pytest.fixture(scope="module")

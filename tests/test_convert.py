@@ -346,7 +346,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 
 def test_sharded_load_reads_only_each_devices_slice(tmp_path):
   paths = [_saved(tmp_path, "llama", "gqa")[1], _saved(tmp_path, "neox", "parallel")[1]]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+             + " --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, *paths], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=240)  # SIGKILL on timeout

@@ -79,7 +79,9 @@ def test_single_process_is_not_initialized():
 def _env(devices):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "TPU_"))}
   return {**env, "JAX_PLATFORMS": "cpu", "PJRT_NPROC": "16", "PYTHONPATH": ROOT,
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+          # conftest's compile flags, then the device count
+          "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
+                        + f" --xla_force_host_platform_device_count={devices}").strip()}
 
 
 def _run(cmd, devices, timeout):

@@ -80,7 +80,8 @@ def worker(cases):
 
 
 def run_worker(cases, timeout=400):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+  env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+         + " --xla_force_host_platform_device_count=8",
          "PJRT_NPROC": "16", "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
   cmd = ["timeout", "-s", "KILL", str(timeout), sys.executable, os.path.abspath(__file__),
