@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import harness, peers
@@ -43,25 +44,34 @@ def step_bytes(cfg, batch, cache_len) -> dict:
   return {"weights": weights, "cache": cache, "total": weights + cache}
 
 
-def stream_rate(batch, d_model=512, mib=256, reps=5) -> float:
-  """Bytes/s at which XLA's dot product streams a weight matrix too big for the caches, at
-  `batch` rows (the LM head's shape at decoding): the fastest of YNNPACK and Eigen."""
-  n = mib * 2**20 // (4 * d_model)
-  w_DN = jax.random.normal(jax.random.key(0), (d_model, n), np.float32)
-  x_BD = jax.random.normal(jax.random.key(1), (batch, d_model), np.float32)
+def _best_dot_s(x, w, reps):
+  """Min wall time of x @ w, the better of YNNPACK and Eigen."""
   best = float("inf")
   for options in (None, EIGEN_DOTS):
-    dot = jax.jit(lambda x, w: x @ w).lower(x_BD, w_DN).compile(compiler_options=options)
-    best = min([best] + harness.timed(lambda: jax.block_until_ready(dot(x_BD, w_DN)), reps))
-  return w_DN.nbytes / best
+    dot = jax.jit(lambda x, w: x @ w).lower(x, w).compile(compiler_options=options)
+    best = min([best] + harness.timed(lambda: jax.block_until_ready(dot(x, w)), reps))
+  return best
+
+
+def stream_rate(d_model=512, mib=256, reps=5) -> float:
+  """Bytes/s at which this machine streams weights from memory: a one-row product with a
+  matrix too big for the caches (a matrix-vector product does little else)."""
+  w_DN = jax.random.normal(jax.random.key(0), (d_model, mib * 2**20 // (4 * d_model)))
+  return w_DN.nbytes / _best_dot_s(jnp.ones((1, d_model)), w_DN, reps)
+
+
+def head_seconds(cfg, batch, reps=5) -> float:
+  """The LM head's product alone at `batch` rows ([B,D] x [D,V]), the better kernel."""
+  w_DV = jax.random.normal(jax.random.key(0), (cfg.d_model, cfg.vocab_size))
+  return _best_dot_s(jnp.ones((batch, cfg.d_model)), w_DV, reps)
 
 
 def roofline(cfg, batch, new=NEW, prompt=PROMPT, rate=None) -> dict:
   """The memory-bandwidth ceiling on new tokens/s: one token step reads step_bytes at the
-  cache's final length (64 + 128) at `rate` bytes/s; the prefill is left out (an upper
+  cache's final length (prompt + new) at `rate` bytes/s; the prefill is left out (an upper
   bound)."""
   b = step_bytes(cfg, batch, prompt + new)
-  rate = stream_rate(batch, cfg.d_model) if rate is None else rate
+  rate = stream_rate(cfg.d_model) if rate is None else rate
   return {"step_bytes": b, "stream_bytes_per_s": rate, "tokens_per_s": batch * rate / b["total"]}
 
 
@@ -112,14 +122,16 @@ def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params
         for k, o in outs.items() if k.startswith("slnjax"))
   for name, (fn, info) in runs.items():
     info["times_s"] = []
-  rates = [stream_rate(batch, cfg.d_model)]
+  rates = [stream_rate(cfg.d_model)]
   for _ in range(reps):  # interleaved
     for name, (fn, info) in runs.items():
       t0 = time.perf_counter()
       fn()
       info["times_s"].append(time.perf_counter() - t0)
-  rates.append(stream_rate(batch, cfg.d_model))
-  row["roofline"] = {**roofline(cfg, batch, new, prompt, max(rates)), "stream_rates": rates}
+  rates.append(stream_rate(cfg.d_model))
+  row["roofline"] = {**roofline(cfg, batch, new, prompt, max(rates)), "stream_rates": rates,
+                     "head_s": head_seconds(cfg, batch),
+                     "head_bytes": 4 * cfg.d_model * cfg.vocab_size}
   for name, (fn, info) in runs.items():
     info.update(harness.summary(info["times_s"]))
     info["tokens_per_s"] = batch * new / info["min_s"]

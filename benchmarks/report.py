@@ -169,6 +169,15 @@ def markdown(res) -> str:
                  f"matrix at {r['stream_bytes_per_s'] / 1e9:.1f} GB/s (before / after the runs: "
                  + " / ".join(f"{x / 1e9:.1f}" for x in r["stream_rates"])
                  + f"), so at most {r['tokens_per_s']:.0f} new tokens/s (prefill left out).")
+        if "head_s" in r:
+          best = max((d["tokens_per_s"], d["min_s"]) for k, d in row.items()
+                     if isinstance(d, dict) and k.startswith("slnjax"))
+          step = best[1] / row["new_tokens"]
+          L.append(f"The LM head's product alone ([{row['batch']},D] x [D,V], the better of "
+                   f"YNNPACK and Eigen) took {r['head_s'] * 1e3:.1f} ms "
+                   f"({r['head_bytes'] / r['head_s'] / 1e9:.1f} GB/s of its weights): "
+                   f"{r['head_s'] / step:.0%} of the fastest "
+                   f"runner's time per new token ({step * 1e3:.1f} ms, prefill included).")
     L.append(f"\nLoad average before/after: {C['decoding']['load_before']} / "
              f"{C['decoding']['load_after']}; wall {C['decoding']['wall_s']:.0f} s.")
   if "adaptive" in C and "rows" in C["adaptive"]:

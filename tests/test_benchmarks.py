@@ -44,6 +44,7 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   assert not dec["slnjax_2x4_unrolled_eigen"]["scan_layers"]
   assert dec["roofline"]["step_bytes"] == decoding.step_bytes(CFG, 2, 8 + 8)
   assert dec["roofline"]["stream_bytes_per_s"] == max(dec["roofline"]["stream_rates"]) > 0
+  assert dec["roofline"]["head_s"] > 0
 
   ada = adaptive.run(CFG, 2, 1, max_turns=3, turn=4, prompt=8)
   assert ada["approve_after_turn_1"]["mean_turns"] == 1.0
@@ -63,7 +64,7 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   assert row["layers"] == "scanned"
   md = report.markdown(res)
   assert "## 1. Soft-token BPTT" in md and "## 4. Memory growth" in md and "torch_generate" in md
-  assert "memory-bandwidth ceiling" in md
+  assert "memory-bandwidth ceiling" in md and "The LM head's product alone" in md
   assert "memory-bandwidth ceiling" in next(g for g in res["goals"] if g["id"] == "decode_b2")[
       "detail"]
 
