@@ -160,3 +160,16 @@ def test_bad_input_errors():
     lobes.LobeConfig(family="gpt2")
   with pytest.raises(ValueError, match="Unknown lobe config keys"):
     lobes.LobeConfig.from_dict({"d_modle": 3})
+
+
+def test_init_compiles_once_per_config():
+  from slnjax.lobes import transformer
+  cfg = lobes.tiny("llama", n_layers=1, d_model=48)
+  before = transformer._init_boxed._cache_size()
+  a, b = lobes.init(cfg, jax.random.key(0)), lobes.init(cfg, jax.random.key(1))
+  assert transformer._init_boxed._cache_size() == before + 1  # another key: no recompile
+  assert not np.array_equal(a["embedding"], b["embedding"])
+  lobes.init(cfg.replace(d_model=32), jax.random.key(0))
+  assert transformer._init_boxed._cache_size() == before + 2  # another config: compiled
+  assert jax.tree.structure(a) == jax.tree.structure(
+      jax.eval_shape(lambda: lobes.init(cfg, jax.random.key(0))))
