@@ -166,7 +166,8 @@ def markdown(res) -> str:
                  f"least {b['total'] / MiB:.0f} MiB (weights without the input embedding "
                  f"{b['weights'] / MiB:.0f} MiB, KV cache {b['cache'] / MiB:.1f} MiB at "
                  f"{row['prompt'] + row['new_tokens']} positions). XLA's one-row dot streamed "
-                 f"a 256 MiB matrix at {r['stream_bytes_per_s'] / 1e9:.1f} GB/s (before / after the runs: "
+                 f"a 256 MiB matrix at {r['stream_bytes_per_s'] / 1e9:.1f} GB/s "
+                 "(before / after the runs: "
                  + " / ".join(f"{x / 1e9:.1f}" for x in r["stream_rates"])
                  + f"), so at most {r['tokens_per_s']:.0f} new tokens/s (prefill left out).")
         if "head_s" in r:
