@@ -36,6 +36,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["slnjax", "slnjax.*"]),
+    package_data={"slnjax.kernels": ["*.cc"]},  # compiled on first use (few_rows.py)
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -4,11 +4,13 @@ slnjax: `sln.rollout` of a single lobe in greedy mode, 128 new tokens as 4 turns
 1 turn of 128), after a 64-token prompt. The peer: `generate(greedy, max_new_tokens=128)`.
 New tokens per second, prefill included on both sides.
 
-slnjax runs in three set-ups (VARIANTS): the lobe as configured (scanned layers), unrolled
-layers (`lobes.with_layer_layout`), and unrolled layers compiled with XLA:CPU's dot products
+slnjax runs in four set-ups (VARIANTS): the lobe as configured (scanned layers), unrolled
+layers (`lobes.with_layer_layout`), unrolled layers compiled with XLA:CPU's dot products
 through Eigen instead of YNNPACK (`EIGEN_DOTS`, passed to `.compile(compiler_options=...)`,
-so only this executable is affected). YNNPACK's kernels for a few rows (batch 8 x d_model
-512 into 50304 logits) ran at 21 GFLOP/s here; see ANALYSIS.md.
+so only this executable is affected), and that with the decoded tokens' products on the
+few-rows CPU kernel (`decode_kernel="cpu_few_rows"`, slnjax/kernels/few_rows.cc). XLA's
+kernels for a few rows (batch 8 x d_model 512 into 50304 logits) read the weights at 5-8
+GB/s here; see ANALYSIS.md.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from benchmarks import harness, peers
 from slnjax import lobes, sln
+from slnjax.kernels import few_rows
 from slnjax.loop import LoopConfig
 
 PROMPT = 64
@@ -27,8 +30,10 @@ NEW = 128
 REPS = 5  # interleaved; the machine's memory bandwidth varies from minute to minute
 # XLA:CPU compiler option: no YNNPACK fusions, so dot products go through Eigen.
 EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-# runner suffix -> (scan_layers: None keeps the config's, compiler options)
-VARIANTS = {"": (None, None), "_unrolled": (False, None), "_unrolled_eigen": (False, EIGEN_DOTS)}
+# runner suffix -> (scan_layers: None keeps the config's, compiler options, decode_kernel)
+VARIANTS = {"": (None, None, "xla"), "_unrolled": (False, None, "xla"),
+            "_unrolled_eigen": (False, EIGEN_DOTS, "xla"),
+            "_unrolled_few_rows": (False, EIGEN_DOTS, "cpu_few_rows")}
 
 
 def step_bytes(cfg, batch, cache_len) -> dict:
@@ -64,6 +69,18 @@ def head_seconds(cfg, batch, reps=5) -> float:
   """The LM head's product alone at `batch` rows ([B,D] x [D,V]), the better kernel."""
   w_DV = jax.random.normal(jax.random.key(0), (cfg.d_model, cfg.vocab_size))
   return _best_dot_s(jnp.ones((batch, cfg.d_model)), w_DV, reps)
+
+
+def kernel_head_seconds(cfg, batch, reps=5) -> float | None:
+  """The LM head's product on the few-rows kernel (weights packed beforehand); None where
+  the kernel does not run (not here, a batch outside 2-8 rows, a vocab not a multiple of 8)."""
+  if (few_rows.why_unavailable() is not None or cfg.vocab_size % few_rows.TILE
+      or not few_rows.MIN_ROWS <= batch <= few_rows.MAX_ROWS):
+    return None
+  w_DV = jax.random.normal(jax.random.key(0), (cfg.d_model, cfg.vocab_size))
+  w_TK8, x = jax.block_until_ready(few_rows.pack(w_DV)), jnp.ones((batch, cfg.d_model))
+  fn = jax.jit(few_rows.packed_matmul)
+  return min(harness.timed(lambda: jax.block_until_ready(fn(x, w_TK8)), reps))
 
 
 def roofline(cfg, batch, new=NEW, prompt=PROMPT, rate=None) -> dict:
@@ -104,13 +121,17 @@ def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params
   for m, n in shapes:
     if m * n != new:
       raise ValueError(f"{n} turns of {m} tokens is not {new} new tokens.")
-    for suffix, (scan, options) in variants.items():
+    for suffix, (scan, options, kernel) in variants.items():
+      if kernel == "cpu_few_rows" and few_rows.why_unavailable() is not None:
+        row[f"skipped{suffix}"] = few_rows.why_unavailable()
+        continue
       c = cfg if scan is None else cfg.replace(scan_layers=scan)
+      c = c.replace(decode_kernel=kernel)
       compiled, args, t_compile = build(c, batch, m, n, prompt, params, options)
       runs[f"slnjax_{n}x{m}{suffix}"] = (
           lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
           {"compile_s": t_compile, "scan_layers": c.scan_layers,
-           "compiler_options": dict(options or {})})
+           "compiler_options": dict(options or {}), "decode_kernel": kernel})
   if peer is not None:
     ids_t = peers.as_torch(prompt_ids(cfg, batch, prompt))
     runs["torch_generate"] = (lambda: peers.generate(peer, ids_t, new), {})
@@ -131,6 +152,7 @@ def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params
   rates.append(stream_rate(cfg.d_model))
   row["roofline"] = {**roofline(cfg, batch, new, prompt, max(rates)), "stream_rates": rates,
                      "head_s": head_seconds(cfg, batch),
+                     "head_kernel_s": kernel_head_seconds(cfg, batch),
                      "head_bytes": 4 * cfg.d_model * cfg.vocab_size}
   for name, (fn, info) in runs.items():
     info.update(harness.summary(info["times_s"]))

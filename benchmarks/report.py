@@ -147,7 +147,8 @@ def markdown(res) -> str:
           "as configured (scanned layers); `_unrolled` with unrolled layers; `_unrolled_eigen` "
           "also compiled with XLA:CPU's dot products through Eigen instead of YNNPACK "
           "(`compiler_options={\"xla_cpu_experimental_ynn_fusion_type\": \"\"}` for this "
-          "executable only).", "",
+          "executable only); `_unrolled_few_rows` also with the decoded tokens' products "
+          "(2-8 rows) on slnjax's CPU kernel (`decode_kernel=\"cpu_few_rows\"`).", "",
           "| batch | runner | time | new tokens/s | vs generate | of the ceiling |",
           "|---|---|---|---|---|---|"]
     for row in C["decoding"]["rows"]:
@@ -179,6 +180,10 @@ def markdown(res) -> str:
                    f"({r['head_bytes'] / r['head_s'] / 1e9:.1f} GB/s of its weights): "
                    f"{r['head_s'] / step:.0%} of the fastest "
                    f"runner's time per new token ({step * 1e3:.1f} ms, prefill included).")
+          if r.get("head_kernel_s"):
+            L.append(f"On the few-rows kernel (weights packed beforehand) it took "
+                     f"{r['head_kernel_s'] * 1e3:.1f} ms "
+                     f"({r['head_bytes'] / r['head_kernel_s'] / 1e9:.1f} GB/s).")
     L.append(f"\nLoad average before/after: {C['decoding']['load_before']} / "
              f"{C['decoding']['load_after']}; wall {C['decoding']['wall_s']:.0f} s.")
   if "adaptive" in C and "rows" in C["adaptive"]:

@@ -68,7 +68,8 @@ def token_unit(cfg, opts, lobe: str, recv: str | None, targets: bool):
   def unit(P, caches, uc, ux, window):
     del window
     out = lobes.apply(cfg, P[lobe], embeds=uc["e_BD"][:, None], cache=caches[lobe],
-                      start=uc["pos_B"], write_mask=uc["active_B"])
+                      start=uc["pos_B"], write_mask=uc["active_B"],
+                      packed=P.get("packed", {}).get(lobe))
     target = None
     if targets and P["target_BM"] is not None:
       tgt_BM = P["target_BM"]

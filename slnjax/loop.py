@@ -124,8 +124,12 @@ def prefill_inputs(spec: DialogueSpec, params_left, params_right, prompt_ids_BP,
   prompt_len_B = prompt_len_B.astype(jnp.int32)
   fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
   # "prompt_len_B": where the right lobe's prompt cache ends (its memory prefix included)
+  # "packed": each lobe's weights for the few-rows CPU kernel (None unless its config asks),
+  # packed here, before the dialogue loop, once per call
+  packed = {"left": lobes.packed_weights(lc, params_left),
+            "right": None if rc is None else lobes.packed_weights(rc, params_right)}
   P = {"left": params_left, "right": params_right, "tau": jnp.asarray(tau, fdt),
-       "target_BM": target_BM, "prompt_len_B": prompt_len_B + t_r,
+       "packed": packed, "target_BM": target_BM, "prompt_len_B": prompt_len_B + t_r,
        "pre": {"ids_BP": prompt_ids_BP, "len_B": prompt_len_B, "embeds_BPD": prompt_embeds_BPD,
                "prefix": prefix, "key": key}}
   head = prefill_program(spec)

@@ -13,6 +13,7 @@ pytest.importorskip("safetensors")
 
 from benchmarks import adaptive, bptt, decoding, harness, report  # noqa: E402
 from slnjax import lobes  # noqa: E402
+from slnjax.kernels import few_rows  # noqa: E402
 from slnjax.lobes import convert  # noqa: E402
 
 CFG = lobes.tiny("neox")
@@ -35,16 +36,24 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   assert row["torch"]["saved_bytes"] > (8 + 4) * CFG.d_model * 4 * CFG.n_layers
 
   # The lobe as configured (scanned) and relaid out to unrolled layers with Eigen dots.
-  variants = {k: decoding.VARIANTS[k] for k in ("", "_unrolled_eigen")}
+  variants = {k: decoding.VARIANTS[k] for k in ("", "_unrolled_eigen", "_unrolled_few_rows")}
   dec = decoding.run_case(CFG, 2, [(4, 2)], 1, peer=peer, new=8, prompt=8, params=params,
                           variants=variants)
   assert dec["same_tokens"]
   assert dec["slnjax_2x4"]["tokens_per_s"] > 0 and dec["torch_generate"]["tokens_per_s"] > 0
   assert dec["slnjax_2x4_unrolled_eigen"]["compiler_options"] == decoding.EIGEN_DOTS
   assert not dec["slnjax_2x4_unrolled_eigen"]["scan_layers"]
+  if few_rows.available():  # else the variant is skipped, with the reason
+    assert dec["slnjax_2x4_unrolled_few_rows"]["decode_kernel"] == "cpu_few_rows"
+  else:
+    assert dec["skipped_unrolled_few_rows"] == few_rows.why_unavailable()
   assert dec["roofline"]["step_bytes"] == decoding.step_bytes(CFG, 2, 8 + 8)
   assert dec["roofline"]["stream_bytes_per_s"] == max(dec["roofline"]["stream_rates"]) > 0
   assert dec["roofline"]["head_s"] > 0
+  assert dec["roofline"]["head_kernel_s"] is None  # vocab 260: the head stays an XLA dot
+  if few_rows.available():
+    assert decoding.kernel_head_seconds(CFG.replace(vocab_size=264), 2, reps=1) > 0
+  assert decoding.kernel_head_seconds(CFG.replace(vocab_size=264), 1, reps=1) is None
 
   ada = adaptive.run(CFG, 2, 1, max_turns=3, turn=4, prompt=8)
   assert ada["approve_after_turn_1"]["mean_turns"] == 1.0

@@ -3,5 +3,5 @@ from slnjax.lobes.config import LobeConfig, pythia_70m, tiny
 from slnjax.lobes.layers import reading_cache_before_write
 from slnjax.lobes.transformer import (Lobe, apply, cache_length, embed_ids, embed_score,
                                       embedding_matrix, init, init_boxed, init_cache,
-                                      logical_axes, param_count, stacked_cache,
-                                      with_layer_layout)
+                                      logical_axes, packed_weights, param_count,
+                                      stacked_cache, with_layer_layout)

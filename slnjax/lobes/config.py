@@ -15,6 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 
 FAMILIES = ("llama", "neox")
+DECODE_KERNELS = ("xla", "cpu_few_rows")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64,
            "float16": jnp.float16}
 
@@ -44,6 +45,10 @@ class LobeConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True  # params stacked on a "layers" axis; compile time flat in depth
   remat: str = "none"  # "none" | "full" | "dots" (checkpoint policy for each block)
+  # The products of a decoded token (at most 8 rows): "xla", or "cpu_few_rows" for the
+  # hand-written CPU kernel of slnjax/kernels/few_rows.cc (float32, unrolled layers; the
+  # dialogue loop packs the weights once per call, see lobes.packed_weights).
+  decode_kernel: str = "xla"
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -59,6 +64,13 @@ class LobeConfig:
                          f"{sorted(_DTYPES)}.")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"LobeConfig.remat={self.remat!r}; expected 'none', 'full' or 'dots'.")
+    if self.decode_kernel not in DECODE_KERNELS:
+      raise ValueError(f"LobeConfig.decode_kernel={self.decode_kernel!r}; expected one of "
+                       f"{DECODE_KERNELS}.")
+    if self.decode_kernel == "cpu_few_rows" and (self.scan_layers or self.dtype != "float32"):
+      raise ValueError("decode_kernel='cpu_few_rows' needs scan_layers=False and dtype="
+                       f"'float32' (got scan_layers={self.scan_layers}, dtype={self.dtype!r}); "
+                       "relay scanned params out with lobes.with_layer_layout(params, False).")
     if self.rotary_dim % 2:
       raise ValueError(f"rotary dim {self.rotary_dim} must be even (head_dim x rotary_pct).")
 

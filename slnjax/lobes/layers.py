@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from slnjax.kernels import few_rows
 from slnjax.lobes.config import LobeConfig
 
 _NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -34,6 +35,17 @@ def constrain(x, axes):
 def upcast(dtype):
   """The dtype for numerically sensitive math: at least float32 (float64 stays float64)."""
   return jnp.promote_types(dtype, jnp.float32)
+
+
+def product(mod: nn.Module, x_BTK, w_KN, name: str):
+  """x_BTK @ w_KN [K,N]. A chunk of 2-8 rows (a decoded token at batch 2-8) runs on the
+  few-rows CPU kernel when the lobe was given its packed weights (the "packed" collection
+  holds `name`; see transformer.packed_weights); anything else is an XLA dot."""
+  B, T, K = x_BTK.shape
+  if few_rows.MIN_ROWS <= B * T <= few_rows.MAX_ROWS and mod.has_variable("packed", name):
+    y_RN = few_rows.dense(x_BTK.reshape(B * T, K), w_KN, mod.get_variable("packed", name))
+    return y_RN.reshape(B, T, w_KN.shape[1])
+  return jnp.einsum("btk,kn->btn", x_BTK, w_KN)
 
 
 class Norm(nn.Module):
@@ -149,13 +161,13 @@ class Attention(nn.Module):
     # form made the layer scan carry each weight's cotangent in both shapes (+24 MiB).
     flat = not cfg.scan_layers
 
-    def proj(w_DNE):
+    def proj(w_DNE, name):
       if flat:
         _, N, _ = w_DNE.shape
-        return jnp.einsum("btd,df->btf", x_BTD, w_DNE.astype(dt).reshape(D, N * E)).reshape(
+        return product(self, x_BTD, w_DNE.astype(dt).reshape(D, N * E), name).reshape(
             B, T, N, E)
       return jnp.einsum("btd,dne->btne", x_BTD, w_DNE.astype(dt))
-    q_BTHE, k_BTKE, v_BTKE = proj(wq), proj(wk), proj(wv)
+    q_BTHE, k_BTKE, v_BTKE = proj(wq, "q"), proj(wk, "k"), proj(wv, "v")
     if cfg.has_attn_bias:
       zeros = nn.initializers.zeros
       q_BTHE += _param(self, "q_bias", (H, E), ("heads", "kv"), zeros, cfg).astype(dt)
@@ -205,8 +217,8 @@ class Attention(nn.Module):
                  + jnp.einsum("bkgts,bske->btkge", (e_BKGTT * r_BKGT1).astype(dt), v_own_BTKE))
       k_cache_BKSE, v_cache_BKSE = k_new_BKSE, v_new_BKSE
     if flat:
-      out_BTD = jnp.einsum("btf,fd->btd", o_BTKGE.reshape(B, T, H * E),
-                           wo.astype(dt).reshape(H * E, D))
+      out_BTD = product(self, o_BTKGE.reshape(B, T, H * E), wo.astype(dt).reshape(H * E, D),
+                        "o")
     else:
       out_BTD = jnp.einsum("bthe,hed->btd", o_BTKGE.reshape(B, T, H, E), wo.astype(dt))
     if cfg.has_attn_bias:
@@ -225,16 +237,16 @@ class Mlp(nn.Module):
     init = nn.initializers.normal(0.02)
     up = _param(self, "up", (D, F), ("embed", "mlp"), init, cfg)
     down = _param(self, "down", (F, D), ("mlp", "embed"), init, cfg)
-    h_BTF = jnp.einsum("btd,df->btf", x_BTD, up.astype(dt))
+    h_BTF = product(self, x_BTD, up.astype(dt), "up")
     if cfg.family == "llama":
       gate = _param(self, "gate", (D, F), ("embed", "mlp"), init, cfg)
-      g_BTF = jnp.einsum("btd,df->btf", x_BTD, gate.astype(dt))
+      g_BTF = product(self, x_BTD, gate.astype(dt), "gate")
       h_BTF = _activation(cfg.act, g_BTF) * h_BTF
     else:
       h_BTF += _param(self, "up_bias", (F,), ("mlp",), nn.initializers.zeros, cfg).astype(dt)
       h_BTF = _activation(cfg.act, h_BTF)
     h_BTF = constrain(h_BTF, ("batch", "length", "mlp"))
-    out_BTD = jnp.einsum("btf,fd->btd", h_BTF, down.astype(dt))
+    out_BTD = product(self, h_BTF, down.astype(dt), "down")
     if cfg.family != "llama":
       out_BTD += _param(self, "down_bias", (D,), ("embed",), nn.initializers.zeros, cfg).astype(dt)
     return out_BTD

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from slnjax.lobes.config import LobeConfig
-from slnjax.lobes.layers import Block, Norm, _param, constrain
+from slnjax.kernels import few_rows
+from slnjax.lobes.layers import Block, Norm, _param, constrain, product
 
 _REMAT_POLICIES = {
     "full": None,
@@ -111,7 +112,7 @@ class Lobe(nn.Module):
     if cfg.lm_head:
       w_DV = (self.embedding.T if cfg.tie_embeddings else self.lm_head).astype(cfg.compute_dtype)
       if logits_at_B is None:
-        logits_BTV = jnp.einsum("btd,dv->btv", h_BTD, w_DV)
+        logits_BTV = product(self, h_BTD, w_DV, "lm_head")
         out["logits_BTV"] = constrain(logits_BTV, ("batch", "length", "vocab"))
       else:
         if logits_at_B.shape != (B,):
@@ -210,13 +211,60 @@ def param_count(params) -> int:
 
 
 def apply(cfg: LobeConfig, params, *, ids=None, embeds=None, cache=None, start=None,
-          lengths=None, write_mask=None, logits_at=None):
+          lengths=None, write_mask=None, logits_at=None, packed=None):
   """Forward pass. `start` [B] int: where each example's chunk goes in `cache` (None: at 0,
   and nothing cached is read). `write_mask` [B] bool: examples whose cache must stay
   unchanged are False.
-  `logits_at` [B] int: compute the logits only at these chunk positions ("logits_BV")."""
-  return module(cfg).apply({"params": params}, ids, embeds, cache, start, lengths, write_mask,
+  `logits_at` [B] int: compute the logits only at these chunk positions ("logits_BV").
+  `packed`: packed_weights(cfg, params) (or None), for chunks of at most 8 rows."""
+  variables = {"params": params} if packed is None else {"params": params, "packed": packed}
+  return module(cfg).apply(variables, ids, embeds, cache, start, lengths, write_mask,
                            logits_at)
+
+
+def packed_weights(cfg: LobeConfig, params):
+  """The weights of the lobe's products packed for the few-rows CPU kernel
+  (slnjax/kernels/few_rows.py), a tree mirroring `params` for `apply(packed=...)`; None when
+  cfg.decode_kernel is "xla". Compute it once, outside a decoding loop (XLA does not hoist
+  the packing out of a while loop). No gradient flows through it: the kernel's products
+  take theirs from `params`. Products whose width is not a multiple of 8 stay XLA dots."""
+  if cfg.decode_kernel == "xla":
+    return None
+  reason = few_rows.why_unavailable()
+  if reason is not None:
+    raise RuntimeError(f"decode_kernel='cpu_few_rows' cannot run here: {reason}. Use "
+                       "decode_kernel='xla'.")
+  if "layers" in params:
+    raise ValueError("decode_kernel='cpu_few_rows' needs unrolled-layer params; relay them "
+                     "out with lobes.with_layer_layout(params, False).")
+  dt = cfg.compute_dtype
+
+  def pk(w, shape=None):
+    w = jax.lax.stop_gradient(w).astype(dt)
+    w = w if shape is None else w.reshape(shape)
+    return few_rows.pack(w) if w.shape[1] % few_rows.TILE == 0 else None
+
+  D, H, K, E = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.hd
+  out = {}
+  for i in range(cfg.n_layers):
+    p = params[f"layer_{i}"]
+    attn = {n: pk(p["attn"][n], (D, (H if n == "q" else K) * E)) for n in ("q", "k", "v")}
+    attn["o"] = pk(p["attn"]["o"], (H * E, D))
+    mlp = {n: pk(p["mlp"][n]) for n in ("up", "gate", "down") if n in p["mlp"]}
+    out[f"layer_{i}"] = {"attn": attn, "mlp": mlp}
+  if cfg.lm_head:
+    out["lm_head"] = pk(params["embedding"].T if cfg.tie_embeddings else params["lm_head"])
+  return _prune(out)
+
+
+def _prune(tree):
+  """Drops None leaves and empty dicts (flax would take a None entry as a packed weight)."""
+  out = {}
+  for k, v in tree.items():
+    v = _prune(v) if isinstance(v, dict) else v
+    if v is not None and not (isinstance(v, dict) and not v):
+      out[k] = v
+  return out
 
 
 def embed_ids(cfg: LobeConfig, params, ids_BT):
