@@ -31,6 +31,11 @@ def test_pack_layout():
   p = few_rows.pack(w)
   assert p.shape == (2, 3, 8)
   assert float(p[1, 2, 3]) == float(w[2, 8 + 3])
+  # the library's packing (several 64-tile blocks, one partial) equals XLA's transpose
+  w = jax.random.normal(jax.random.key(0), (37, 8 * 150))
+  np.testing.assert_array_equal(np.asarray(jax.jit(few_rows.pack)(w)),
+                                np.asarray(few_rows.pack_reference(w)))
+  assert "slnjax_few_rows_pack" in jax.jit(few_rows.pack).lower(w).as_text()
 
 
 def test_gradient_is_the_plain_products():

@@ -5,12 +5,15 @@
 
 XLA:CPU's kernels read the weights of an 8-row product 3-4x slower than the machine streams
 them (benchmarks/ANALYSIS.md); a decoded token at batch 8 is such products only. The lobes
-use it for 2-8 rows (MIN_ROWS): at one row XLA's matrix-vector kernel was the faster. The kernel
-reads the weights packed as [N/8, K, 8] (``pack``), and the packing must be done outside the
+use it for 2-8 rows (MIN_ROWS): at one row XLA's matrix-vector kernel was the faster.
+The kernel reads the weights packed as [N/8, K, 8] (``pack``), and the packing must be done outside the
 decoding loop: XLA:CPU does not hoist it out of a while loop by itself (packing inside made
 the 8-row LM head 2x slower than XLA's own product). A lobe with
 ``decode_kernel="cpu_few_rows"`` gets its packed weights from ``lobes.packed_weights``,
-computed by loop.py before the dialogue loop. The gradient is the plain product's.
+computed by loop.py before the dialogue loop (the library's `pack` routine: ~100 ms for
+Pythia-70M's 178 MB of weights, where XLA's transpose took ~210 ms and a plain copy 56-85).
+The gradient is the plain product's. The arrays must live on one CPU device: XLA does not
+partition a custom call, so this is for single-device CPU decoding.
 
 The library is compiled with the system's C++ compiler (``$CXX``, default ``g++``) against
 jaxlib's FFI headers into ``$SLNJAX_KERNEL_CACHE`` (default ``~/.cache/slnjax``), once per
@@ -33,6 +36,7 @@ import jax.numpy as jnp
 import jaxlib
 
 TARGET = "slnjax_few_rows_matmul"
+PACK_TARGET = "slnjax_few_rows_pack"
 MIN_ROWS = 2  # one row stays an XLA dot: its matrix-vector kernel streams at full speed
 MAX_ROWS = 8
 TILE = 8
@@ -91,6 +95,8 @@ def _why_unavailable() -> str | None:
     return str(e)
   jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.SlnjaxFewRowsMatmul),
                               platform="cpu")
+  jax.ffi.register_ffi_target(PACK_TARGET, jax.ffi.pycapsule(lib.SlnjaxFewRowsPack),
+                              platform="cpu")
   return None
 
 
@@ -110,10 +116,20 @@ def supports(x_RK, w_KN) -> bool:
           and x_RK.dtype == jnp.float32 and w_KN.dtype == jnp.float32)
 
 
-def pack(w_KN):
-  """[K, N] -> [N/8, K, 8]: each 8-column tile contiguous."""
+def pack_reference(w_KN):
+  """[K, N] -> [N/8, K, 8]: each 8-column tile contiguous (as an XLA transpose)."""
   K, N = w_KN.shape
   return w_KN.reshape(K, N // TILE, TILE).transpose(1, 0, 2)
+
+
+def pack(w_KN):
+  """pack_reference(w_KN), by the library's packing routine when the kernel runs here and
+  w is float32 (XLA's transpose took ~210 ms for Pythia-70M's weights)."""
+  K, N = w_KN.shape
+  if why_unavailable() is not None or w_KN.dtype != jnp.float32 or N % TILE:
+    return pack_reference(w_KN)
+  out = jax.ShapeDtypeStruct((N // TILE, K, TILE), jnp.float32)
+  return jax.ffi.ffi_call(PACK_TARGET, out, vmap_method="sequential")(w_KN)
 
 
 def packed_matmul(x_RK, w_TK8):
