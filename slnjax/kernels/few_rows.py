@@ -6,9 +6,9 @@
 XLA:CPU's kernels read the weights of an 8-row product 3-4x slower than the machine streams
 them (benchmarks/ANALYSIS.md); a decoded token at batch 8 is such products only. The lobes
 use it for 2-8 rows (MIN_ROWS): at one row XLA's matrix-vector kernel was the faster.
-The kernel reads the weights packed as [N/8, K, 8] (``pack``), and the packing must be done outside the
-decoding loop: XLA:CPU does not hoist it out of a while loop by itself (packing inside made
-the 8-row LM head 2x slower than XLA's own product). A lobe with
+The kernel reads the weights packed as [N/8, K, 8] (``pack``), and the packing must be
+done outside the decoding loop: XLA:CPU does not hoist it out of a while loop by itself
+(packing inside made the 8-row LM head 2x slower than XLA's own product). A lobe with
 ``decode_kernel="cpu_few_rows"`` gets its packed weights from ``lobes.packed_weights``,
 computed by loop.py before the dialogue loop (the library's `pack` routine: ~100 ms for
 Pythia-70M's 178 MB of weights, where XLA's transpose took ~210 ms and a plain copy 56-85).
