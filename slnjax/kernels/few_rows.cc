@@ -10,9 +10,7 @@
 // that the R broadcasts of a k come from one cache line. One row adds into 4 partial sums
 // over k and 2-4 rows into 2, so that the FMAs of a row do not wait on each other.
 // The tiles are split into one contiguous range per thread of XLA's intra-op pool (fewer for
-// a small product); the ranges are claimed from an atomic counter by the calling thread and
-// by pool tasks, and the caller waits only for ranges already claimed (a task that starts
-// late finds nothing left, so a busy pool cannot stall the call).
+// a small product), run by ParallelFor.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -77,30 +75,43 @@ TileFn TileFor(int64_t rows) {
   }
 }
 
-struct Work {
-  TileFn tile;
-  const float* xT;
-  const float* w;
-  float* out;
-  int64_t K, N, tiles, chunk, chunks;
-  std::vector<float> xT_storage;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::mutex mu;
-  std::condition_variable cv;
-
-  // Claims and runs chunks until none is left.
-  void Drain() {
-    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
-      const int64_t t1 = std::min(tiles, (c + 1) * chunk);
-      for (int64_t t = c * chunk; t < t1; ++t) tile(xT, w + t * K * kTile, out, K, N, t * kTile);
-      if (done.fetch_add(1) + 1 == chunks) {
-        std::lock_guard<std::mutex> lock(mu);
-        cv.notify_all();
+// Runs fn(0) .. fn(n-1): the calling thread and n-1 tasks of XLA's intra-op pool claim the
+// indices from an atomic counter, and the caller waits only for the ones already claimed
+// (a task that starts late finds nothing left and touches nothing but the shared state).
+template <typename Fn>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, Fn fn) {
+  struct State {
+    Fn fn;
+    int64_t n;
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    State(Fn f, int64_t count) : fn(std::move(f)), n(count) {}
+  };
+  auto st = std::make_shared<State>(std::move(fn), n);
+  auto drain = [st] {
+    for (int64_t i = st->next.fetch_add(1); i < st->n; i = st->next.fetch_add(1)) {
+      st->fn(i);
+      if (st->done.fetch_add(1) + 1 == st->n) {
+        std::lock_guard<std::mutex> lock(st->mu);
+        st->cv.notify_all();
       }
     }
-  }
-};
+  };
+  for (int64_t i = 1; i < n; ++i) pool.Schedule([drain] { drain(); });
+  drain();
+  std::unique_lock<std::mutex> lock(st->mu);
+  st->cv.wait(lock, [&] { return st->done.load() == st->n; });
+}
+
+// Splits `items` into at most as many contiguous ranges as XLA's pool has threads (the
+// caller works too: with the pool sized to the cores, one task fewer than its threads), no
+// range under `min_items`; returns the range length.
+int64_t RangeLength(ffi::ThreadPool& pool, int64_t items, int64_t min_items) {
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t ranges = std::max<int64_t>(1, std::min(threads, items / min_items));
+  return (items + ranges - 1) / ranges;
+}
 
 ffi::Error FewRowsMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                          ffi::Buffer<ffi::F32> w_packed, ffi::ResultBuffer<ffi::F32> out) {
@@ -109,35 +120,23 @@ ffi::Error FewRowsMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (xd.size() != 2 || wd.size() != 3 || wd[2] != kTile || wd[1] != xd[1])
     return ffi::Error::InvalidArgument(
         "few_rows_matmul: expected x [R,K] and packed weights [N/8,K,8].");
-  const int64_t rows = xd[0], K = xd[1], tiles = wd[0];
+  const int64_t rows = xd[0], K = xd[1], tiles = wd[0], N = tiles * kTile;
   const TileFn tile = TileFor(rows);
   if (tile == nullptr)
     return ffi::Error::InvalidArgument("few_rows_matmul: 1 to 8 rows only.");
-  auto work = std::make_shared<Work>();
-  work->xT_storage.resize(rows * K);
+  std::vector<float> xT(rows * K);
   const float* xp = x.typed_data();
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < K; ++k) work->xT_storage[k * rows + r] = xp[r * K + k];
-  work->tile = tile;
-  work->xT = work->xT_storage.data();
-  work->w = w_packed.typed_data();
-  work->out = out->typed_data();
-  work->K = K;
-  work->N = tiles * kTile;
-  work->tiles = tiles;
-  // One contiguous range of tiles per thread (the caller works too: with XLA's pool sized
-  // to the cores, one task fewer than its threads), so that each streams its weights front
-  // to back; small products (< 64 KiB a range) stay on fewer threads.
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t min_tiles = std::max<int64_t>(1, (64 * 1024) / (K * kTile * 4));
-  work->chunks = std::max<int64_t>(1, std::min<int64_t>(threads, tiles / min_tiles));
-  work->chunk = (tiles + work->chunks - 1) / work->chunks;
-  work->chunks = (tiles + work->chunk - 1) / work->chunk;
-  const int64_t helpers = work->chunks - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->Drain(); });
-  work->Drain();
-  std::unique_lock<std::mutex> lock(work->mu);
-  work->cv.wait(lock, [&] { return work->done.load() == work->chunks; });
+    for (int64_t k = 0; k < K; ++k) xT[k * rows + r] = xp[r * K + k];
+  const float* w = w_packed.typed_data();
+  float* y = out->typed_data();
+  // One contiguous range of tiles per thread, so that each streams its weights front to
+  // back; small products (< 64 KiB a range) stay on fewer threads.
+  const int64_t len = RangeLength(pool, tiles, std::max<int64_t>(1, 65536 / (K * kTile * 4)));
+  ParallelFor(pool, (tiles + len - 1) / len, [=, xT = xT.data()](int64_t r) {
+    for (int64_t t = r * len; t < std::min(tiles, (r + 1) * len); ++t)
+      tile(xT, w + t * K * kTile, y, K, N, t * kTile);
+  });
   return ffi::Error::Success();
 }
 
@@ -153,35 +152,17 @@ ffi::Error Pack(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer
   const int64_t blocks = (tiles + kBlock - 1) / kBlock;
   const float* src = w.typed_data();
   float* dst = out->typed_data();
-  struct PackWork {
-    std::atomic<int64_t> next{0}, done{0};
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-  auto work = std::make_shared<PackWork>();
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
-  const int64_t per = (blocks + ranges - 1) / ranges;
-  auto drain = [=] {
-    for (int64_t r = work->next.fetch_add(1); r < ranges; r = work->next.fetch_add(1)) {
-      for (int64_t b = r * per; b < std::min(blocks, (r + 1) * per); ++b) {
-        const int64_t t0 = b * kBlock, t1 = std::min(tiles, t0 + kBlock);
-        for (int64_t k = 0; k < K; ++k) {
-          const float* row = src + k * N;
-          for (int64_t t = t0; t < t1; ++t)
-            _mm256_storeu_ps(dst + (t * K + k) * kTile, _mm256_loadu_ps(row + t * kTile));
-        }
-      }
-      if (work->done.fetch_add(1) + 1 == ranges) {
-        std::lock_guard<std::mutex> lock(work->mu);
-        work->cv.notify_all();
+  const int64_t len = RangeLength(pool, blocks, 1);
+  ParallelFor(pool, (blocks + len - 1) / len, [=](int64_t r) {
+    for (int64_t b = r * len; b < std::min(blocks, (r + 1) * len); ++b) {
+      const int64_t t0 = b * kBlock, t1 = std::min(tiles, t0 + kBlock);
+      for (int64_t k = 0; k < K; ++k) {
+        const float* row = src + k * N;
+        for (int64_t t = t0; t < t1; ++t)
+          _mm256_storeu_ps(dst + (t * K + k) * kTile, _mm256_loadu_ps(row + t * kTile));
       }
     }
-  };
-  for (int64_t i = 1; i < ranges; ++i) pool.Schedule([drain] { drain(); });
-  drain();
-  std::unique_lock<std::mutex> lock(work->mu);
-  work->cv.wait(lock, [&] { return work->done.load() == ranges; });
+  });
   return ffi::Error::Success();
 }
 
