@@ -29,14 +29,17 @@ def inputs(cfg, batch=1, prompt=PROMPT, turn=TURN, seed=1):
   return ids, np.full((batch,), prompt, np.int32), target
 
 
-def build(cfg, n_tokens, depth=None, impl="appendonly", turn=TURN, critic=None, tau=TAU):
-  """(model, params, jitted value_and_grad step(params, ids, plen, target))."""
+def build(cfg, n_tokens, depth=None, impl="appendonly", turn=TURN, critic=None, tau=TAU,
+          init=True):
+  """(model, params, jitted value_and_grad step(params, ids, plen, target)); with
+  init=False the params are their shapes only (jax.ShapeDtypeStruct)."""
   if n_tokens % turn:
     raise ValueError(f"n_tokens={n_tokens} must be a multiple of the turn length {turn}.")
   loop_cfg = LoopConfig(turn_len=turn, max_turns=n_tokens // turn, mode="soft", threshold=None,
                         bptt_impl=impl, bptt_depth=depth)
   model = sln.build("lateralized" if critic else "single", cfg, critic, loop_cfg)
-  params = sln.init(model, jax.random.key(0))
+  params = sln.init(model, jax.random.key(0)) if init else jax.eval_shape(
+      lambda: sln.init(model, jax.random.key(0)))
 
   def loss(p, ids, plen, target):
     d = sln.unroll(model, p, ids, plen, jax.random.key(3), tau, target)

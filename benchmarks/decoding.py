@@ -97,8 +97,8 @@ def prompt_ids(cfg, batch, prompt=PROMPT):
       np.int32)
 
 
-def build(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None, compiler_options=None):
-  """params: the SLN's (default: random); relaid out to cfg.scan_layers when they differ."""
+def lower(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None):
+  """(the rollout lowered for these shapes, its arguments); params as in `build`."""
   model = sln.build("single", cfg, None, LoopConfig(turn_len=turn_len, max_turns=max_turns,
                                                     mode="greedy", threshold=None))
   params = sln.init(model, jax.random.key(0)) if params is None else {
@@ -106,9 +106,15 @@ def build(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None, compiler_
   ids = prompt_ids(cfg, batch, prompt)
   plen = np.full((batch,), prompt, np.int32)
   fn = jax.jit(lambda p, i, l: sln.rollout(model, p, i, l, jax.random.key(0)).left_ids_NBM)
+  return fn.lower(params, ids, plen), (params, ids, plen)
+
+
+def build(cfg, batch, turn_len, max_turns, prompt=PROMPT, params=None, compiler_options=None):
+  """params: the SLN's (default: random); relaid out to cfg.scan_layers when they differ."""
+  lowered, args = lower(cfg, batch, turn_len, max_turns, prompt, params)
   t0 = time.perf_counter()
-  compiled = fn.lower(params, ids, plen).compile(compiler_options=compiler_options)
-  return compiled, (params, ids, plen), time.perf_counter() - t0
+  compiled = lowered.compile(compiler_options=compiler_options)
+  return compiled, args, time.perf_counter() - t0
 
 
 def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params=None,

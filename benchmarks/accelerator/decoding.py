@@ -26,23 +26,26 @@ def _cfg(sizes: shapes.Sizes, dtype: str):
 
 
 def run_jax(sizes: shapes.Sizes, dtype: str, emit) -> None:
-  """One row per batch, ascending (the process's peak grows with them)."""
+  """One row per batch, ascending (the process's peak grows with them); all compiled first,
+  in parallel, with one set of weights."""
   import jax
   from benchmarks import harness
   cfg = _cfg(sizes, dtype)
   turns = sizes.decode_new // sizes.decode_turn
-  params = None
+  lowered, params = [], None
   for batch in sizes.decode_batches:
-    compiled, args, t_compile = cpu_decoding.build(cfg, batch, sizes.decode_turn, turns,
-                                                   sizes.decode_prompt, params)
+    low, args = cpu_decoding.lower(cfg, batch, sizes.decode_turn, turns, sizes.decode_prompt,
+                                   params)
     params = args[0]  # the same weights for every batch
-    args = jax.device_put(args)
-    run = lambda: jax.block_until_ready(compiled(*args))
+    lowered.append((batch, low, jax.device_put(args)))
+  compiled, t_compile = device.compile_all([low for _, low, _ in lowered])
+  for (batch, _, args), exe in zip(lowered, compiled):
+    run = lambda: jax.block_until_ready(exe(*args))  # pylint: disable=cell-var-from-loop
     ids = np.asarray(run())
     row = {"side": "slnjax", "batch": batch, "lobe": sizes.decode_lobe, "dtype": dtype,
            "new_tokens": sizes.decode_new, "turns": f"{turns}x{sizes.decode_turn}",
            "prompt": sizes.decode_prompt, "compile_s": t_compile,
-           "memory_analysis": harness.compiled_memory(compiled),
+           "compiled_together": len(compiled), "memory_analysis": harness.compiled_memory(exe),
            "new_ids_shape": list(ids.shape),
            "step_bytes": cpu_decoding.step_bytes(cfg, batch, sizes.decode_prompt
                                                  + sizes.decode_new)}

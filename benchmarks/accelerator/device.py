@@ -123,3 +123,13 @@ def probe(matmul_n: int, copy_mib: int, reps: int = 10) -> dict:
           "matmul_n": matmul_n, "matmul_s": t_mm, "matmul_flops_per_s": 2 * matmul_n**3 / t_mm,
           "copy_bytes": 2 * x.nbytes, "copy_s": t_cp, "copy_bytes_per_s": 2 * x.nbytes / t_cp,
           "memory_stats": dict(d.memory_stats() or {}), "peak_bytes": jax_peak_bytes()}
+
+
+def compile_all(lowered: list) -> tuple[list, float]:
+  """Compiles jax Lowered stages in parallel threads (XLA's compiler releases the GIL; the
+  device idles meanwhile): (executables, wall seconds for all of them)."""
+  from concurrent import futures
+  t0 = time.perf_counter()
+  with futures.ThreadPoolExecutor(max(len(lowered), 1)) as pool:
+    out = list(pool.map(lambda low: low.compile(), lowered))
+  return out, time.perf_counter() - t0

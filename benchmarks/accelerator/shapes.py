@@ -46,8 +46,8 @@ class Sizes:
 
 FULL = Sizes(train_lobes=("410m", "1b"), train_batch=8, train_len=512, train_reps=5,
              bptt_lobe="410m", bptt_tokens=(32, 128), bptt_turn=32, bptt_prompt=64,
-             bptt_reps=3, decode_lobe="410m", decode_batches=(1, 8, 64), decode_new=128,
-             decode_turn=32, decode_prompt=64, decode_reps=3, matmul_n=8192, copy_mib=4096)
+             bptt_reps=2, decode_lobe="410m", decode_batches=(1, 8, 64), decode_new=128,
+             decode_turn=32, decode_prompt=64, decode_reps=2, matmul_n=8192, copy_mib=4096)
 TINY = Sizes(train_lobes=("tiny",), train_batch=2, train_len=16, train_reps=2,
              bptt_lobe="tiny", bptt_tokens=(4,), bptt_turn=4, bptt_prompt=8, bptt_reps=2,
              decode_lobe="tiny", decode_batches=(1, 2), decode_new=8, decode_turn=4,
