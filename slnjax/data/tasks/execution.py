@@ -121,16 +121,25 @@ def execute(source: str, timeout_s: float = DEFAULT_TIMEOUT_S, limits: Limits = 
         uid = sandbox.next_uid() if sandboxed and sandbox.is_root() else -1
         args = [str(uid), str(int(timeout_s) + 1), str(limits.memory_bytes),
                 str(limits.processes), str(limits.output_bytes), str(limits.open_files)]
+        info_r, info_w = os.pipe() if sandboxed else (None, None)
         if sandboxed:
             launcher = [sys.executable, "-I", "-B", "-c", _LAUNCHER, *args, sandbox.PROGRAM]
-            cmd, cwd, env = sandbox.command(path, launcher, limits.tmp_bytes), tmp, {}
+            cmd, env = sandbox.command(path, launcher, limits.tmp_bytes, info_w), {}
         else:
             cmd = [sys.executable, "-I", "-B", "-c", _LAUNCHER, *args, path]
-            cwd, env = tmp, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         env["PYTHONHASHSEED"] = "0"
         out_path = os.path.join(tmp, "output.txt")
-        with open(out_path, "wb") as out:
-            status = _wait(cmd, cwd, env, out, timeout_s)
+        try:
+            with open(out_path, "wb") as out:
+                status = _wait(cmd, tmp, env, out, timeout_s, info_r, info_w)
+        finally:
+            for fd in (info_r, info_w):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
         size = os.path.getsize(out_path)
         with open(out_path, "rb") as f:
             f.seek(max(0, size - _TAIL))
@@ -138,15 +147,32 @@ def execute(source: str, timeout_s: float = DEFAULT_TIMEOUT_S, limits: Limits = 
     return Outcome(status == "exit 0", status, sandboxed, output, size)
 
 
-def _wait(cmd: list[str], cwd: str, env: dict, out, timeout_s: float) -> str:
+def _wait(cmd: list[str], cwd: str, env: dict, out, timeout_s: float, info_r: int | None,
+          info_w: int | None) -> str:
+    """Runs `cmd`; kills it whole at the timeout. Sandboxed (info_r/info_w: the pipe of
+    bwrap's --info-fd), the PID namespace's init is killed first: the kernel then kills every
+    process of the namespace before bwrap can exit, so all are gone when this returns."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=out, start_new_session=True)
+                            stderr=out, start_new_session=True,
+                            pass_fds=() if info_w is None else (info_w,))
     try:
         code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return "timeout"
     finally:
-        try:  # bwrap's death ends its PID namespace; unsandboxed: the process group
+        if proc.returncode is None and info_r is not None:
+            os.set_blocking(info_r, False)
+            try:
+                pid = sandbox.init_pid(os.read(info_r, 4096))
+            except OSError:  # nothing written yet: bwrap is still setting up
+                pid = None
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+                except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+                    pass
+        try:  # bwrap's death also ends its PID namespace; unsandboxed: the process group
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -73,9 +74,11 @@ def _parents(path: str) -> list[str]:
     return ["/" + "/".join(parts[:i + 1]) for i in range(len(parts))]
 
 
-def command(host_program: str, launcher: list[str], tmp_bytes: int) -> list[str]:
+def command(host_program: str, launcher: list[str], tmp_bytes: int,
+            info_fd: int | None = None) -> list[str]:
     """The bwrap command line that runs `launcher` (argv, python first) in the sandbox with
-    `host_program` visible read-only at PROGRAM."""
+    `host_program` visible read-only at PROGRAM; bwrap writes {"child-pid": ...} (the host pid
+    of the PID namespace's init) to `info_fd` if given."""
     args = [bwrap_path() or "bwrap", "--die-with-parent", "--new-session", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--unshare-ipc", "--unshare-pid",
             "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
@@ -101,7 +104,17 @@ def command(host_program: str, launcher: list[str], tmp_bytes: int) -> list[str]
              "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(int(tmp_bytes)), "--tmpfs", "/tmp",
              "--ro-bind", host_program, PROGRAM, "--chdir", "/tmp", "--remount-ro", "/"]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
     return args + launcher
+
+
+def init_pid(info: bytes) -> int | None:
+    """The PID namespace init's host pid from what bwrap wrote to --info-fd, if it did."""
+    try:
+        return int(json.loads(info.decode())["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @functools.lru_cache(maxsize=1)
