@@ -154,6 +154,11 @@ def test_it_cannot_signal_its_parent_or_the_verifier():
   assert not out.ok and "No such process" in out.output  # nothing (it spares the caller)
 
 
+def test_it_runs_unprivileged_and_cannot_become_root():
+  out, _ = run("import os\nassert os.getuid() != 0 and os.geteuid() != 0\nos.setuid(0)\n")
+  assert not out.ok and "Operation not permitted" in out.output, out
+
+
 def test_benign_mbpp_and_humaneval_programs_pass():
   require_sandbox()
   ex = mbpp.make_example({
