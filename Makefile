@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-all install sandbox clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,25 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m slnjax.demo
 
+# The code verifiers' sandbox (bubblewrap; docs/sandbox.md), installed when missing if we are
+# root with apt-get (CI); otherwise a warning, and its tests skip (under CI=true they fail).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (the sandbox of the code verifiers)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap; \
+	  else \
+	    echo "warning: bubblewrap (bwrap) is missing; install it: apt-get install bubblewrap"; \
+	  fi; }
+
 # The default suite: fast tests only (slow ones are marked and run by `make test-all`).
 # Two pytest-xdist workers: most of the suite's time is XLA compiling, one core each.
 PYTEST_WORKERS ?= 2
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test sandbox
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=25 tests
 
-test-all: $(VENV)/.installed-test
+test-all: $(VENV)/.installed-test sandbox
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 clean:

@@ -11,6 +11,9 @@ the key. Every field that ``train`` reads exists here, with its default:
   task.name / .config      a slnjax.data task and its builder config name ("" = default)
   task.overrides           builder-config fields (e.g. num_train); needs a new ``name``
   task.data_dir / .tokenizer / .train_split / .eval_split
+  task.allow_unsandboxed_code  False (default): a code task (mbpp, humaneval) stops at start
+                           when no sandbox for generated programs works here; True: run them
+                           unsandboxed then (a loud warning; docs/sandbox.md)
   task.bank.capacity / .item_len  the memory bank of each example (slnjax/data/bank.py;
                            read only when model.memory.lobes is set)
   batch_size               global batch (all processes together)
@@ -101,7 +104,7 @@ def base_config() -> config_dict.ConfigDict:
   c.init_from = ""  # a workdir whose latest parameters start this run (e.g. SFT -> PPO)
   c.task = config_dict.ConfigDict(dict(
       name="addition", config="", overrides=config_dict.ConfigDict(), data_dir="",
-      tokenizer="byte", train_split="train", eval_split="test",
+      tokenizer="byte", train_split="train", eval_split="test", allow_unsandboxed_code=False,
       bank=config_dict.ConfigDict(dict(capacity=10, item_len=64))))
   c.batch_size = 16
   c.prompt_len = 16

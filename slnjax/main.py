@@ -58,7 +58,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     out = train.train(_CONFIG.value, _WORKDIR.value)
-  except (train.NonFiniteError, ValueError) as e:
+  except (train.NonFiniteError, ValueError, train.data.SandboxUnavailableError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   if jax.process_index() == 0:

@@ -28,4 +28,5 @@ from slnjax.data.storage import (
     problems,
 )
 from slnjax.data.tasks.base import MissingDataError
+from slnjax.data.tasks.execution import SandboxUnavailableError, require_sandbox
 from slnjax.data.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer

@@ -6,7 +6,9 @@ answer text (without special tokens). It is the external reward and the accuracy
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,12 +22,14 @@ Verifier = Callable[[Mapping[str, Any], str], bool]
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A task: its builder, its verifier, and whether it reads local files (`manual`)."""
+    """A task: its builder, its verifier, whether it reads local files (`manual`) and whether
+    its verifier runs model-written code (`executes_code`: sandboxed, see tasks/execution.py)."""
 
     name: str
     builder_cls: type[base.TaskBuilder]
     verify: Verifier
     manual: bool
+    executes_code: bool = False
 
     @property
     def config_names(self) -> list[str]:
@@ -41,8 +45,9 @@ TASKS: dict[str, Task] = {
         Task("tictactoe", tictactoe.TicTacToe, tictactoe.verify, manual=False),
         Task("facts", facts.Facts, facts.verify, manual=False),
         Task("gsm8k", gsm8k.Gsm8k, gsm8k.verify, manual=True),
-        Task("mbpp", mbpp.Mbpp, mbpp.verify, manual=True),
-        Task("humaneval", humaneval.HumanEval, humaneval.verify, manual=True),
+        Task("mbpp", mbpp.Mbpp, mbpp.verify, manual=True, executes_code=True),
+        Task("humaneval", humaneval.HumanEval, humaneval.verify, manual=True,
+             executes_code=True),
     ]
 }
 
@@ -99,10 +104,20 @@ def resolve_config(task: str | Task, config: str | tfds.core.BuilderConfig | Non
 def verify_batch(task: str | Task, source: Any, index_b: np.ndarray, answers_b: Sequence[str],
                  valid_b: np.ndarray | None = None) -> np.ndarray:
     """correct_b [B] bool: verifier result per row (`source[index_b[i]]` is the record);
-    rows with valid_b == 0 (batch padding) are False."""
+    rows with valid_b == 0 (batch padding) are False. Verifiers that run code run their
+    programs concurrently, one per CPU core (each is a subprocess)."""
     task = get_task(task) if isinstance(task, str) else task
     out = np.zeros(len(answers_b), dtype=bool)
-    for i, (idx, answer) in enumerate(zip(np.asarray(index_b), answers_b)):
-        if valid_b is None or valid_b[i]:
-            out[i] = bool(task.verify(source[int(idx)], answer))
+    rows = [(i, source[int(idx)], answer)
+            for i, (idx, answer) in enumerate(zip(np.asarray(index_b), answers_b))
+            if valid_b is None or valid_b[i]]
+    workers = min(len(rows), os.cpu_count() or 1) if task.executes_code else 1
+    if workers <= 1:
+        for i, record, answer in rows:
+            out[i] = bool(task.verify(record, answer))
+        return out
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda row: task.verify(row[1], row[2]), rows)
+        for (i, _, _), ok in zip(rows, results):
+            out[i] = bool(ok)
     return out
