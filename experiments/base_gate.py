@@ -36,3 +36,86 @@ def get_config(arg=None):
         eval=dict(num_batches=1, batch_size=8, transcripts=1)))
     return config.experiment("single", "sft", **small)
   return config.experiment("single", "sft", **GATE)
+
+
+def _rows(workdir, split):
+  import json  # pylint: disable=g-import-not-at-top
+  with open(f"{workdir}/metrics.jsonl") as f:
+    return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def summarize(workdirs):
+  """Per seed (from each workdir's metrics.jsonl and the `time -o` file time.txt: wall,
+  user and system seconds): test exact match per digit bucket, steps, wall and CPU time,
+  the validation curve; then the mean and standard error of each bucket over seeds."""
+  import json  # pylint: disable=g-import-not-at-top
+  import math  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  seeds = []
+  for w in workdirs:
+    with open(f"{w}/config.json") as f:
+      seed = json.load(f)["seed"]
+    final = _rows(w, "final")[-1]
+    wall, user, system = (float(x) for x in open(os.path.join(w, "time.txt")).read().split()[-3:])
+    seeds.append(dict(
+        seed=seed, steps=final["step"], wall_s=wall, cpu_s=user + system,
+        test_examples=final["examples"], test_exact_match=final["acc_final"],
+        test_exact_match_by_digits={k.split("/d")[1]: v for k, v in final.items()
+                                    if k.startswith("acc_final/d")},
+        passed=all(v >= 0.99 for k, v in final.items() if k.startswith("acc_final/d")),
+        validation_curve=[dict(step=r["step"], exact_match=r["acc_final"],
+                               by_digits={k.split("/d")[1]: v for k, v in r.items()
+                                          if k.startswith("acc_final/d")})
+                          for r in _rows(w, "eval")],
+        train_curve=[dict(step=r["step"], nll=r["nll"], token_accuracy=r["accuracy"])
+                     for r in _rows(w, "train")]))
+
+  def mean_se(xs):
+    m = sum(xs) / len(xs)
+    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0
+    return dict(mean=m, se=se)
+
+  buckets = sorted(seeds[0]["test_exact_match_by_digits"])
+  summary = {"exact_match": mean_se([s["test_exact_match"] for s in seeds]),
+             "wall_s": mean_se([s["wall_s"] for s in seeds]),
+             "cpu_s": mean_se([s["cpu_s"] for s in seeds]),
+             "by_digits": {d: mean_se([s["test_exact_match_by_digits"][d] for s in seeds])
+                           for d in buckets},
+             "passed_all_seeds": all(s["passed"] for s in seeds)}
+  return {"gate": ">= 0.99 exact match in every digit-length bucket of the test split",
+          "config": "experiments/base_gate.py", "seeds": seeds, "summary": summary}
+
+
+def plot(result, path):
+  """Validation exact match per digit bucket and train NLL against steps, one line per seed."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  styles = ["-", "--", ":"]
+  for i, s in enumerate(result["seeds"]):
+    steps = [r["step"] for r in s["validation_curve"]]
+    for j, d in enumerate(sorted(s["test_exact_match_by_digits"])):
+      acc = [r["by_digits"].get(d, float("nan")) for r in s["validation_curve"]]
+      ax1.plot(steps, acc, styles[i % 3], color=f"C{j}", label=f"{d} digit(s)" if i == 0 else None)
+    ax2.plot([r["step"] for r in s["train_curve"]], [r["nll"] for r in s["train_curve"]],
+             styles[i % 3], color="k", label=f"seed {s['seed']}")
+  ax1.axhline(0.99, color="grey", lw=0.8)
+  ax1.set(xlabel="step", ylabel="exact match (validation, greedy)", ylim=(0, 1.02),
+          title="reversed addition: accuracy by digits")
+  ax2.set(xlabel="step", ylabel="answer-token NLL (train)", yscale="log", title="training loss")
+  ax1.legend(loc="lower right")
+  ax2.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+  import json  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  # python experiments/base_gate.py OUT.json OUT.png WORKDIR [WORKDIR ...]
+  out = summarize(sys.argv[3:])
+  with open(sys.argv[1], "w") as f:
+    json.dump(out, f, indent=1)
+  plot(out, sys.argv[2])
+  print(json.dumps(out["summary"], indent=1))

@@ -155,8 +155,8 @@ def experiment(model_kind: str = "lateralized", procedure: str = "sft", smoke: b
   if smoke:
     _merge(c, dict(
         task=dict(config="digits5", overrides=dict(name="train_smoke", num_train=256, num_test=32,
-                                                   num_validation=16, num_test_longer=8, train_digits=(1, 2),
-                                                   longer_digits=(3, 3))),
+                                                   num_validation=16, num_test_longer=8,
+                                                   train_digits=(1, 2), longer_digits=(3, 3))),
         batch_size=4, prompt_len=8, steps=4, log_every=2, eval_every=0, checkpoint_every=0,
         model=dict(left=dict(d_model=16, d_ff=32), right=dict(d_model=16, d_ff=32),
                    loop=dict(turn_len=4, max_turns=2)),
