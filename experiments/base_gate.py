@@ -14,8 +14,8 @@ from slnjax import config
 
 GATE = dict(
     task=dict(config="reversed3", eval_split="validation"),
-    batch_size=128, prompt_len=12, steps=3000, log_every=100, eval_every=250,
-    checkpoint_every=1000,
+    batch_size=128, prompt_len=12, steps=1500, log_every=100, eval_every=250,
+    checkpoint_every=500,
     model=dict(left=dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=256),
                loop=dict(turn_len=6, max_turns=1, mode="greedy", threshold=None)),
     optim=dict(left=dict(lr=1e-3, warmup_steps=100, schedule="cosine", end_lr_frac=0.1,

@@ -8,8 +8,8 @@ n = `length`, or with `min_length` > 0, n ~ U[min_length, length] (k then at mos
 `balance="ones"`: every number of ones 0..max is equally frequent, each drawn from the
 natural distribution (n, k uniform, signs fair) conditioned on it.
 Configs: `interpolation` (length 64, k in 1..64 for train and test), `extrapolation`
-(length 96, train k in 1..48, test k in 49..96) and `loop_test` (n in 8..32, k in 1..n,
-balanced over the number of ones).
+(length 96, train k in 1..48, test k in 49..96) and `loop_test` (n in 16..32, k in 1..16,
+balanced over the number of ones; as k <= n always, n stays uniform given the ones).
 """
 from __future__ import annotations
 
@@ -112,9 +112,9 @@ class Parity(base.TaskBuilder, skip_registration=True):
             description="length 96, train 1-48 non-zero, test 49-96",
         ),
         ParityConfig(
-            name="loop_test", length=32, min_length=8, train_nonzero=(1, 32),
-            test_nonzero=(1, 32), balance="ones", num_test=5_000,
-            description="length 8-32, 1-n non-zero, numbers of ones 0-32 equally often",
+            name="loop_test", length=32, min_length=16, train_nonzero=(1, 16),
+            test_nonzero=(1, 16), balance="ones", num_test=5_000,
+            description="length 16-32, 1-16 non-zero, numbers of ones 0-16 equally often",
         ),
     ]
     SPLITS = {"train": "num_train", "test": "num_test"}
