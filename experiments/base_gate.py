@@ -6,7 +6,14 @@ first; task config `reversed3`: 200k training problems, 2,000 validation, 2,000 
 teacher-forced cross-entropy on the answer tokens only, a 2-layer d_model 64 lobe, greedy
 decoding. Pass: >= 99% exact match in every digit-length bucket of the test split, 3 seeds.
 Learning curve on the validation split (every 250 steps); the test split once, at the end.
-Run time and result: see docs/results.md ("Base gate") and docs/results/base_gate.json.
+Run time (2-core CPU shared with other jobs, measured 2026-12-04, nice 10, XLA single-threaded):
+7-14 min wall, 7.3-8.1 min CPU per seed (1500 steps at batch 128, 7 evaluations).
+Result: the gate passes on 3 seeds (0, 1, 2): test exact match 0.9995 / 0.9970 / 1.0000;
+1 digit 1.000 in all, 2 digits 1.000 in all, 3 digits 0.9986 / 0.9913 / 1.0000 (mean
+0.9966 +- 0.0027 s.e.). 1500 steps chosen on validation (a pilot with a 3000-step schedule
+passed 0.99 in every bucket at step 1500). Details: docs/results.md ("Base gate"),
+docs/results/base_gate.json, docs/figures/base_gate_curves.png (written by
+`python experiments/base_gate.py OUT.json OUT.png WORKDIR...`).
 Seeds: --config.seed=1, --config.seed=2.
 Smoke version (tests): --config experiments/base_gate.py:smoke
 """
@@ -44,10 +51,31 @@ def _rows(workdir, split):
     return [r for r in map(json.loads, f) if r["split"] == split]
 
 
-def summarize(workdirs):
+def test_overlap(workdir, data_dir=None):
+  """Per digit bucket of the run's test split: (problems, how many also in its train split).
+  Nearly every 1- and 2-digit problem is also a training problem (there are only ~20k);
+  only the 3-digit bucket measures answers to unseen sums."""
+  import json  # pylint: disable=g-import-not-at-top
+  from slnjax import data  # pylint: disable=g-import-not-at-top
+  with open(f"{workdir}/config.json") as f:
+    task = json.load(f)["task"]
+  tcfg = {"base": task["config"] or None, **task["overrides"]} if task["overrides"] else (
+      task["config"] or None)
+  source = lambda split: data.load_source(task["name"], split, data_dir, tcfg)
+  train, test = source(task["train_split"]), source("test")
+  seen = {train[i]["prompt"] for i in range(len(train))}
+  out = {}
+  for i in range(len(test)):
+    n, hit = out.get(str(int(test[i]["difficulty"])), (0, 0))
+    out[str(int(test[i]["difficulty"]))] = (n + 1, hit + (test[i]["prompt"] in seen))
+  return dict(sorted(out.items()))
+
+
+def summarize(workdirs, data_dir=None):
   """Per seed (from each workdir's metrics.jsonl and the `time -o` file time.txt: wall,
   user and system seconds): test exact match per digit bucket, steps, wall and CPU time,
-  the validation curve; then the mean and standard error of each bucket over seeds."""
+  the validation curve; then the mean and standard error of each bucket over seeds; how
+  many test problems are also training problems, and the accuracy on the others at worst."""
   import json  # pylint: disable=g-import-not-at-top
   import math  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
@@ -82,8 +110,15 @@ def summarize(workdirs):
              "by_digits": {d: mean_se([s["test_exact_match_by_digits"][d] for s in seeds])
                            for d in buckets},
              "passed_all_seeds": all(s["passed"] for s in seeds)}
+  overlap = test_overlap(workdirs[0], data_dir)
+  for s in seeds:  # every error among the unseen problems: the worst case for them
+    s["unseen_exact_match_lower_bound"] = {
+        d: max(0.0, 1 - round((1 - acc) * overlap[d][0]) / (overlap[d][0] - overlap[d][1]))
+        for d, acc in s["test_exact_match_by_digits"].items() if overlap[d][0] > overlap[d][1]}
   return {"gate": ">= 0.99 exact match in every digit-length bucket of the test split",
-          "config": "experiments/base_gate.py", "seeds": seeds, "summary": summary}
+          "config": "experiments/base_gate.py", "seeds": seeds, "summary": summary,
+          "test_problems_also_in_train": {d: dict(problems=n, in_train=k)
+                                          for d, (n, k) in overlap.items()}}
 
 
 def plot(result, path):

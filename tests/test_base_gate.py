@@ -47,12 +47,15 @@ def test_smoke_run_writes_validation_curve_and_final_test(tmp_path):
   assert len(final) == 1 and final[0]["step"] == 4 and "acc_final/d1" in final[0]
   (workdir / "time.txt").write_text("12.5 20.0 1.0\n")
   gate = _gate()
-  result = gate.summarize([str(workdir)])
+  result = gate.summarize([str(workdir)], str(tmp_path / "data"))
   seed = result["seeds"][0]
   assert (seed["seed"], seed["steps"], seed["wall_s"], seed["cpu_s"]) == (3, 4, 12.5, 21.0)
   assert seed["test_exact_match_by_digits"] == {
       k.split("/d")[1]: v for k, v in final[0].items() if k.startswith("acc_final/d")}
   assert result["summary"]["by_digits"]["1"]["se"] == 0
+  overlap = result["test_problems_also_in_train"]
+  assert sum(v["problems"] for v in overlap.values()) == 16
+  assert all(0 <= v["in_train"] <= v["problems"] for v in overlap.values())
   gate.plot(result, str(tmp_path / "curves.png"))
   assert (tmp_path / "curves.png").stat().st_size > 0
 
