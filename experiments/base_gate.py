@@ -6,8 +6,9 @@ first; task config `reversed3`: 200k training problems, 2,000 validation, 2,000 
 teacher-forced cross-entropy on the answer tokens only, a 2-layer d_model 64 lobe, greedy
 decoding. Pass: >= 99% exact match in every digit-length bucket of the test split, 3 seeds.
 Learning curve on the validation split (every 250 steps); the test split once, at the end.
-Run time (2-core CPU shared with other jobs, measured 2026-12-04, nice 10, XLA single-threaded):
-7-14 min wall, 7.3-8.1 min CPU per seed (1500 steps at batch 128, 7 evaluations).
+Run time (2-core CPU shared with other jobs, measured 2026-12-04, under nice -n 10 with
+XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"): 7-14 min
+wall, 7.3-8.1 min CPU per seed (1500 steps at batch 128, 6 validation evaluations, 1 test).
 Result: the gate passes on 3 seeds (0, 1, 2): test exact match 0.9995 / 0.9970 / 1.0000;
 1 digit 1.000 in all, 2 digits 1.000 in all, 3 digits 0.9986 / 0.9913 / 1.0000 (mean
 0.9966 +- 0.0027 s.e.). 1500 steps chosen on validation (a pilot with a 3000-step schedule
