@@ -41,7 +41,9 @@ the key. Every field that ``train`` reads exists here, with its default:
   steps, log_every, eval_every, checkpoint_every, keep_checkpoints  (0 disables eval/ckpt)
   eval.split / .num_batches (-1: all) / .batch_size (None: batch_size) / .transcripts /
        .mode ("" = the training loop mode, else a soft_tokens mode for evaluation; wide
-       kinds: "" = greedy, else a route whose while_loop version the gate follows)
+       kinds: "" = greedy, else a route whose while_loop version the gate follows) /
+       .final_split ("" = none: a split evaluated once, after the last step, e.g. "test"
+       while .split is "validation"; logged as split "final")
   mesh.ici / .dcn / .rules parallelism (slnjax.parallel); rules () = DEFAULT_RULES
 """
 from __future__ import annotations
@@ -128,7 +130,7 @@ def base_config() -> config_dict.ConfigDict:
   c.keep_checkpoints = 3
   c.eval = config_dict.ConfigDict(dict(split="", num_batches=4,
                                        batch_size=config_dict.placeholder(int),
-                                       transcripts=3, mode=""))
+                                       transcripts=3, mode="", final_split=""))
   c.mesh = config_dict.ConfigDict(dict(ici=(-1, 1, 1), dcn=(1, 1, 1), rules=()))
   return c
 
@@ -156,8 +158,8 @@ def experiment(model_kind: str = "lateralized", procedure: str = "sft", smoke: b
   if smoke:
     _merge(c, dict(
         task=dict(config="digits5", overrides=dict(name="train_smoke", num_train=256, num_test=32,
-                                                   num_test_longer=8, train_digits=(1, 2),
-                                                   longer_digits=(3, 3))),
+                                                   num_validation=16, num_test_longer=8,
+                                                   train_digits=(1, 2), longer_digits=(3, 3))),
         batch_size=4, prompt_len=8, steps=4, log_every=2, eval_every=0, checkpoint_every=0,
         model=dict(left=dict(d_model=16, d_ff=32), right=dict(d_model=16, d_ff=32),
                    loop=dict(turn_len=4, max_turns=2)),

@@ -1,7 +1,7 @@
 """What a person watches: a progress line on stdout, JSONL and TensorBoard files in the workdir.
 
 Only process 0 writes (``enabled``). Files:
-  <workdir>/metrics.jsonl   one JSON object per log: {"step", "split": "train"|"eval", ...}
+  <workdir>/metrics.jsonl   one JSON object per log: {"step", "split": "train"|"eval"|"final", ...}
   <workdir>/tb/             TensorBoard event files (written here: TFRecord framing of
                             Event protos, encoded by hand; no TensorFlow, no tensorboardX)
 On resume from step s, JSONL lines with step > s are dropped and TensorBoard purges events
@@ -199,7 +199,7 @@ class Writer:
         self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
     if echo:
       line = progress_line(step, self.total, metrics)
-      print(line if split == "train" else f"eval  {line}", file=self.stream, flush=True)
+      print(line if split == "train" else f"{split}  {line}", file=self.stream, flush=True)
 
   def text(self, step: int, tag: str, text: str):
     if self.enabled:

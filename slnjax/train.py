@@ -329,6 +329,12 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
   make_evaluator = evaluate_wide.WideEvaluator if cfg.is_wide(config) else evaluate.Evaluator
   evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
                              workdir) if config.eval_every else None
+  final_evaluator = None
+  if config.eval.final_split:  # e.g. the test split, once, after the last step
+    final_source = data.load_source(config.task.name, config.eval.final_split,
+                                    config.task.data_dir or None, task_config(config))
+    final_evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, final_source,
+                                     os.path.join(workdir, "final"))
   verifier = ts.objective.reward == "verifier"
   preempt = _Preemption()
   timer = metrics_lib.Timer(start)
@@ -369,6 +375,11 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
         writer.write(step, em, split="eval")
         writer.text(step, "transcripts", text)
         out.update({f"eval/{k}": v for k, v in em.items()})
+      if final and final_evaluator:
+        tau = state_lib.tau_at(config.tau, config.steps, step - 1)
+        em, _ = final_evaluator(st["params"], step, tau)
+        writer.write(step, em, split="final")
+        out.update({f"final/{k}": v for k, v in em.items()})
       if save_now:
         ckpt.save(step, st, it, config)
       if term:

@@ -73,7 +73,7 @@ def test_cli_misspelt_override_names_the_key(tmp_path):
 MINE = ["ablation_a_single", "ablation_b_self_reflection", "ablation_c_homogeneous",
         "ablation_d_tall", "ablation_f_lateralized", "sft", "critic_bce", "ppo",
         "actor_critic_td", "reinforce", "rloo", "bptt", "gan", "self_play", "spin",
-        "tbptt_depth", "wide", "lateralized_wide", "facts_memory_loop"]
+        "tbptt_depth", "wide", "lateralized_wide", "facts_memory_loop", "base_gate"]
 
 
 @pytest.mark.parametrize("name", MINE)

@@ -8,6 +8,7 @@ from slnjax.data import (
     DatasetError, dataset_path, ensure_built, load_source, problems, make_builder,
     resolve_config, task_names)
 from slnjax.data.__main__ import main
+from slnjax.data.tasks import parity
 
 CFG = resolve_config("parity", None, name="store", num_train=40, num_test=10)
 
@@ -79,11 +80,11 @@ def test_wrong_record_count_is_detected(tmp_path):
 def test_interrupted_build_is_reported_then_cleaned(tmp_path):
     data_dir = str(tmp_path)
     path = dataset_path("parity", data_dir, CFG)
-    leftover = os.path.join(os.path.dirname(path), "incomplete.AB12CD_1.0.0")
+    leftover = os.path.join(os.path.dirname(path), f"incomplete.AB12CD_{parity.Parity.VERSION}")
     os.makedirs(leftover)
     with open(os.path.join(leftover, "parity-train.array_record-00000-of-00001"), "wb") as f:
         f.write(b"half")
-    with pytest.raises(DatasetError, match="interrupted build left .*incomplete.AB12CD_1.0.0"):
+    with pytest.raises(DatasetError, match=f"interrupted build left .*incomplete.AB12CD_{parity.Parity.VERSION}"):
         load_source("parity", "train", data_dir, CFG)
     ensure_built("parity", data_dir, CFG)
     assert not os.path.exists(leftover)

@@ -11,7 +11,7 @@ from slnjax.data.tasks import addition, facts, maze, parity, tictactoe
 from slnjax.data.tasks.base import as_text
 
 TINY = {
-    "addition": dict(num_train=60, num_test=20, num_test_longer=20),
+    "addition": dict(num_train=60, num_validation=20, num_test=20, num_test_longer=20),
     "parity": dict(num_train=60, num_test=20),
     "maze": dict(num_train=40, num_test=20),
     "tictactoe": dict(num_train=80, num_test=40),

@@ -15,7 +15,8 @@ import numpy as np
 from slnjax.data import registry, storage
 from slnjax.data.tasks import base
 
-SAMPLE_LIMIT = 5_000  # records scanned for the difficulty range
+SAMPLE_LIMIT = 5_000  # records scanned for the difficulty range and the histograms
+AXES = ("carry_chain", "ones", "length")  # difficulty axes some tasks store besides difficulty
 
 
 def report(builder: base.TaskBuilder) -> str:
@@ -32,6 +33,9 @@ def report(builder: base.TaskBuilder) -> str:
         span = f"difficulty {diffs.min()}..{diffs.max()}" if n else "empty"
         scanned = "" if n == len(source) else f" (first {n})"
         lines.append(f"  {split}: {info.num_examples} examples, {span}{scanned}")
+        for axis in [a for a in AXES if n and a in source[0]]:
+            values, counts = np.unique([int(source[i][axis]) for i in range(n)], return_counts=True)
+            lines.append(f"    {axis}: " + " ".join(f"{v}:{c}" for v, c in zip(values, counts)))
         if n:
             ex = source[0]
             lines.append(f"    e.g. prompt={base.as_text(ex['prompt'])[:120]!r} "
