@@ -1,0 +1,66 @@
+"""Training FLOPs (slnjax/train_flops.py): the per-step count, and the ledger's total across
+a resume (lost steps not counted twice) and across the stages of a recipe (init_from)."""
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from slnjax import config as cfg, flops, train, train_flops
+
+DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
+
+
+def smoke(objective="sft", **kw):
+  kw.setdefault("task", {})["data_dir"] = DATA_DIR
+  return cfg.experiment("lateralized", objective, smoke=True, **kw)
+
+
+def metric_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def test_sft_step_by_hand():
+  c = smoke()
+  left = cfg.build_model(c).spec.left
+  P, M = c.prompt_len, cfg.target_len(c)
+  # forward + backward = 3x the left lobe's forward over prompt + target, per batch row
+  assert train_flops.step_flops(c) == 3 * c.batch_size * flops.lobe_forward_flops(left, P + M)
+  remat = smoke(model=dict(left=dict(remat="full")))
+  assert train_flops.step_flops(remat) == 4 / 3 * train_flops.step_flops(c)
+
+
+@pytest.mark.parametrize("objective", ["bptt", "critic_bce", "actor_critic_td", "ppo",
+                                       "reinforce", "rloo", "self_play", "spin", "gan"])
+def test_every_dialogue_objective_is_counted(objective):
+  mode = {"bptt": "soft", "gan": "straight_through"}.get(objective, "hard")
+  c = smoke(objective, model=dict(loop=dict(mode=mode)))
+  model = cfg.build_model(c)
+  n = c.model.loop.max_turns
+  rollout = c.batch_size * flops.dialogue_flops(model, n, c.prompt_len)[()]
+  # at least the dialogue it runs (differentiated: x3 and more)
+  assert train_flops.step_flops(c) > (3 * rollout if objective in ("bptt", "gan") else rollout)
+
+
+def test_total_across_resume_and_stages(tmp_path):
+  c = smoke(steps=3, log_every=1, checkpoint_every=2, keep_checkpoints=5)
+  per_step = train_flops.step_flops(c)
+  w = str(tmp_path / "sft")
+  train.train(c, w)
+  assert [r["train_flops"] for r in metric_rows(w)] == [per_step * s for s in (1, 2, 3)]
+  # The run stops after step 3 but its checkpoint 3 is lost: resuming from 2 retrains step 3,
+  # and the total counts 3 steps, not 4.
+  shutil.rmtree(os.path.join(w, "checkpoints", "3"))
+  out = train.train(c, w)
+  assert out["train_flops"] == 3 * per_step
+  assert train_flops.run_total(w) == 3 * per_step
+  with open(os.path.join(w, train_flops.FILENAME)) as f:
+    assert json.load(f)["total"] == 3 * per_step
+  # A second stage started from the first run's parameters adds to its total.
+  c2 = smoke("critic_bce", steps=2, log_every=1, checkpoint_every=2, init_from=w)
+  w2 = str(tmp_path / "critic")
+  out2 = train.train(c2, w2)
+  assert out2["train_flops"] == 3 * per_step + 2 * train_flops.step_flops(c2)
+  assert train_flops.run_total(w2) == out2["train_flops"]
