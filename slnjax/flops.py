@@ -22,13 +22,19 @@ turns it waits, frozen, while others in its batch go on (``rollout`` stops at th
 last halt).
 
 A dialogue (turn.py) for an example with prompt length p and T turns used, turn length m:
-the prefill (the left lobe over p tokens, logits at the last one; the right lobe, if any,
-over p tokens, no logits used; an encoder over p tokens); then per turn: the left lobe's m
-one-token passes (each at its growing cache length, logits used); lateralized: the critic
-reads the m tokens after its prompt cache (score head); tall: the right lobe reads the m
-tokens (logits of the last used), writes m one-token passes, and the left lobe reads them
-back (logits of the last used); with score feedback: the left lobe reads one score token
-(logits used). This mirrors turn.py step by step; keep them in step.
+the prefill (the left lobe over p tokens, logits at the last one; an encoder over p tokens;
+the right lobe, if any, over p tokens, of which only the KV cache is read, so its last
+block counts only its k and v projections, and nothing when it shares the left lobe's
+weights and config: the same computation); then per turn: the left lobe's m one-token passes
+(each at its growing cache length, logits used); lateralized: the critic reads the m tokens
+after its prompt cache (score head); tall: the right lobe reads the m tokens (logits of the
+last used), writes m one-token passes, and the left lobe reads them back (logits of the
+last used); with score feedback: the left lobe reads one score token (logits used). A
+writer's last pass of a turn emits a token that is replaced before anyone reads it (when
+the writer reads the other lobe's turn or the score next): only its k and v are counted.
+Work whose result is never read is what XLA removes from the compiled program; with it
+left out, the count is within 1-2% of XLA's cost analysis of a whole one-turn dialogue
+(tests/test_flops.py). This mirrors turn.py step by step; keep them in step.
 """
 from __future__ import annotations
 
@@ -49,13 +55,25 @@ def _per_token_layer(cfg: LobeConfig) -> int:
 
 
 def lobe_forward_flops(cfg: LobeConfig, n_tokens: int, context_len: int = 0, *,
-                       logit_rows: int | None = None, causal: bool = True) -> int:
+                       logit_rows: int | None = None, causal: bool = True,
+                       cache_only: bool = False) -> int:
   """FLOPs of one lobe forward pass over a chunk of ``n_tokens`` written after
   ``context_len`` cached positions (see the module docstring for what is counted).
-  ``logit_rows``: rows whose logits are computed (None: every row when cfg.lm_head)."""
+  ``logit_rows``: rows whose logits are computed (None: every row when cfg.lm_head).
+  ``cache_only``: only the KV cache it writes is used (no logits, no score), so the last
+  block needs only its k and v projections (XLA drops the rest)."""
   n, c = int(n_tokens), int(context_len)
   if n < 0 or c < 0:
     raise ValueError(f"n_tokens={n} and context_len={c} must be >= 0.")
+  if cache_only:
+    if logit_rows:
+      raise ValueError("cache_only passes use no logits (logit_rows must be 0 or None).")
+    kv = n * 2 * 2 * cfg.d_model * cfg.kv_heads * cfg.hd
+    if cfg.n_layers == 0:
+      return 0
+    rest = lobe_forward_flops(cfg.replace(n_layers=cfg.n_layers - 1, lm_head=False,
+                                          score_head=False), n, c, causal=causal)
+    return rest + kv
   if logit_rows is None:
     logit_rows = n if cfg.lm_head else 0
   if logit_rows and not cfg.lm_head:
@@ -76,6 +94,21 @@ def _emit(spec, writer: LobeConfig, reader: LobeConfig | None) -> int:
   return 2 * writer.vocab_size * widths
 
 
+def _writes(spec, writer: LobeConfig, reader: LobeConfig | None, cache_len: int,
+            overwritten: bool) -> int:
+  """A lobe writing a turn of m tokens: m one-token passes at its growing cache length,
+  each emitting the next token. ``overwritten``: the last pass's emission (the next turn's
+  first token) is replaced before it is read (the lobe reads the other's turn or the score
+  first), so only that pass's KV-cache entries are used."""
+  m, F = spec.loop.turn_len, lobe_forward_flops
+  full = m - 1 if overwritten else m
+  f = sum(F(writer, 1, cache_len + i, logit_rows=1) for i in range(full))
+  f += full * _emit(spec, writer, reader)
+  if overwritten:
+    f += F(writer, 1, cache_len + m - 1, cache_only=True)
+  return f
+
+
 @functools.lru_cache(maxsize=4096)
 def _example(model, turns: int, prompt_len: int, prefix_left: int, prefix_right: int) -> int:
   spec = model.spec
@@ -86,18 +119,18 @@ def _example(model, turns: int, prompt_len: int, prefix_left: int, prefix_right:
   if getattr(model, "encoder", None) is not None:
     f += F(model.encoder, p, 0, logit_rows=0)
   f += F(lc, prefix_left + p, 0, logit_rows=1) + _emit(spec, lc, rc)
-  if rc is not None:
-    f += F(rc, prefix_right + p, 0, logit_rows=0)
+  if rc is not None and not (getattr(model, "shared", False) and rc == lc):
+    f += F(rc, prefix_right + p, 0, cache_only=True)  # shared: the left prefill's (CSE)
   len_l, len_r = prefix_left + p, prefix_right + p
   for _ in range(int(turns)):
-    f += sum(F(lc, 1, len_l + i, logit_rows=1) for i in range(m)) + m * _emit(spec, lc, rc)
+    f += _writes(spec, lc, rc, len_l, overwritten=spec.tall or spec.feeds_score)
     len_l += m
     if rc is not None and not spec.tall:
       f += F(rc, m, prefix_right + p, logit_rows=0)
     if spec.tall:
       f += F(rc, m, len_r, logit_rows=1) + _emit(spec, rc, lc)
       len_r += m
-      f += sum(F(rc, 1, len_r + i, logit_rows=1) for i in range(m)) + m * _emit(spec, rc, lc)
+      f += _writes(spec, rc, lc, len_r, overwritten=True)
       len_r += m
       f += F(lc, m, len_l, logit_rows=1) + _emit(spec, lc, rc)
       len_l += m

@@ -40,10 +40,11 @@ def test_single_dialogue_by_hand():
 def test_lateralized_soft_dialogue_by_hand():
   model = sln.build("lateralized", TINY, TINY, LoopConfig(turn_len=1, max_turns=2, mode="soft"))
   emit = 2 * 10 * (4 + 4)  # soft weights times both lobes' embeddings
+  kv = 2 * 2 * 4 * 2  # the k and v projections of one token (1 kv head of width 2)
   left_prefill = 2 * 288 + 16 * 3 + 80 + emit
-  right_prefill = 2 * 288 + 16 * 3 + 8  # no logits used, a score head
-  left_unit = 288 + 16 * 3 + 80 + emit
-  critic_read = 288 + 16 * 3 + 8  # the turn after the 2-token prompt cache
+  right_prefill = 2 * kv  # it only fills the critic's prompt cache: k and v of the 1 layer
+  left_unit = kv  # its emission is replaced by the one after the score: only k, v are read
+  critic_read = 288 + 16 * 3 + 8  # the turn after the 2-token prompt cache, a score head
   score_fed = 288 + 16 * 4 + 80 + emit  # the score token read by the left lobe
   want = left_prefill + right_prefill + left_unit + critic_read + score_fed
   d = {"turns_B": np.array([1])}
@@ -61,7 +62,8 @@ def test_tall_dialogue_counts_both_writers():
   assert f[0] < f[1] < f[2] == t
 
 
-@pytest.mark.parametrize("family,tol", [("llama", 0.02), ("neox", 0.06)])
+@pytest.mark.parametrize("family,tol", [
+    ("llama", 0.02), pytest.param("neox", 0.06, marks=pytest.mark.slow)])
 def test_matches_xla_cost_analysis(family, tol):
   """One lobe forward over a prompt: our count (dense attention, as XLA computes it) against
   XLA's count of the compiled program. Unrolled layers: XLA counts a loop body once. XLA
@@ -76,3 +78,24 @@ def test_matches_xla_cost_analysis(family, tol):
   xla = (ca[0] if isinstance(ca, list) else ca)["flops"]
   ours = 2 * flops.lobe_forward_flops(cfg, 128, 0, causal=False)
   assert 1 - tol < ours / xla <= 1.0
+
+
+@pytest.mark.parametrize("kind,mode", [
+    ("lateralized", "soft"),
+    pytest.param("single", "hard", marks=pytest.mark.slow),
+    pytest.param("tall", "hard", marks=pytest.mark.slow),
+    pytest.param("self_reflection", "hard", marks=pytest.mark.slow)])
+def test_dialogue_matches_xla_cost_analysis(kind, mode):
+  """A whole dialogue of one turn of one token (so that every loop body runs once and XLA's
+  count is the program's): prefill, the turn, the critic, the score fed back."""
+  lc = LobeConfig(vocab_size=512, d_model=256, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=1024,
+                  scan_layers=False)
+  model = sln.build(kind, lc, lc, LoopConfig(turn_len=1, max_turns=1, mode=mode,
+                                             threshold=None))
+  params = sln.init(model, jax.random.key(0))
+  ids, plen = jnp.zeros((2, 4), jnp.int32), jnp.full((2,), 4, jnp.int32)
+  fn = lambda p, i, n: sln.rollout(model, p, i, n, jax.random.key(1))
+  ca = jax.jit(fn).lower(params, ids, plen).compile().cost_analysis()
+  xla = (ca[0] if isinstance(ca, list) else ca)["flops"]
+  ours = flops.dialogue_flops(model, np.ones(2, int), np.asarray(plen)).sum()
+  assert 0.98 < ours / xla <= 1.0
