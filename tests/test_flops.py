@@ -80,11 +80,10 @@ def test_matches_xla_cost_analysis(family, tol):
   assert 1 - tol < ours / xla <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,mode", [
     ("lateralized", "soft"),
-    pytest.param("single", "hard", marks=pytest.mark.slow),
-    pytest.param("tall", "hard", marks=pytest.mark.slow),
-    pytest.param("self_reflection", "hard", marks=pytest.mark.slow)])
+    ("single", "hard"), ("tall", "hard"), ("self_reflection", "hard")])
 def test_dialogue_matches_xla_cost_analysis(kind, mode):
   """A whole dialogue of one turn of one token (so that every loop body runs once and XLA's
   count is the program's): prefill, the turn, the critic, the score fed back."""
