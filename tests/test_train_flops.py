@@ -64,3 +64,21 @@ def test_total_across_resume_and_stages(tmp_path):
   out2 = train.train(c2, w2)
   assert out2["train_flops"] == 3 * per_step + 2 * train_flops.step_flops(c2)
   assert train_flops.run_total(w2) == out2["train_flops"]
+
+
+@pytest.mark.parametrize("objective", ["sft", pytest.param("critic_bce", marks=pytest.mark.slow)])
+def test_step_matches_xla_cost_analysis(objective):
+  """A train step without loops (unrolled layers, one turn of one token; a rollout's while
+  loop then runs once): our count against XLA's count of the compiled step (and rollout).
+  XLA also counts the optimizer and elementwise work, a few percent at batch 64."""
+  from slnjax import parallel  # pylint: disable=g-import-not-at-top
+  lobe = dict(d_model=256, d_ff=1024, scan_layers=False)
+  c = smoke(objective, batch_size=64, model=dict(left=lobe, right=lobe,
+                                                 loop=dict(turn_len=1, max_turns=1)))
+  ts = train.make_train_step(c, parallel.make_mesh())
+  args = (ts.abstract_state, ts.abstract_batch)
+  xla = ts.step_fn.lower(*args + ((ts.abstract_rollout,) if ts.rollout_fn else ())).compile()
+  total = xla.cost_analysis()["flops"]
+  if ts.rollout_fn is not None:
+    total += ts.rollout_fn.lower(*args).compile().cost_analysis()["flops"]
+  assert 0.96 < train_flops.step_flops(c) / total <= 1.0
