@@ -40,6 +40,9 @@ from slnjax import config as cfg
 from slnjax import flops, objectives
 
 FILENAME = "train_flops.json"
+COUNTED = ("sft", "bptt", "gan", "critic_bce", "actor_critic_td", "reinforce",
+           "reinforce_verifier", "rloo", "rloo_verifier", "ppo", "ppo_verifier", "self_play",
+           "spin")
 
 
 def _lobe_grad_factor(*lobe_cfgs) -> int:
@@ -95,13 +98,9 @@ def _per_example(config, model) -> float:
 def step_flops(config) -> float | None:
   """Training FLOPs of one train step of ``config``, or None for a wide SLN (not counted)
   or an objective without a count here (e.g. a test-only one)."""
-  if cfg.is_wide(config):
+  if cfg.is_wide(config) or config.objective.name not in COUNTED:
     return None
-  model = cfg.build_model(config)
-  try:
-    return float(config.batch_size * _per_example(config, model))
-  except ValueError:
-    return None
+  return float(config.batch_size * _per_example(config, cfg.build_model(config)))
 
 
 def _total(record: dict, step: int) -> float:

@@ -32,6 +32,12 @@ def test_sft_step_by_hand():
   assert train_flops.step_flops(remat) == 4 / 3 * train_flops.step_flops(c)
 
 
+def test_not_counted_is_none():
+  assert train_flops.step_flops(cfg.experiment("wide", "wide", smoke=True)) is None
+  assert set(train_flops.COUNTED) | {"wide", "wide_ppo"} >= set(
+      n for n in cfg.load_objectives() if not n.startswith("_"))
+
+
 @pytest.mark.parametrize("objective", ["bptt", "critic_bce", "actor_critic_td", "ppo",
                                        "reinforce", "rloo", "self_play", "spin", "gan"])
 def test_every_dialogue_objective_is_counted(objective):
