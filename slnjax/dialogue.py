@@ -113,8 +113,10 @@ def run(workdir: str, prompt: str, turns: int | None = None, temperature: float 
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from slnjax import checkpoint, data, evaluate, flops, loop, parallel, sln, train  # pylint: disable=g-import-not-at-top
-  from slnjax import state as state_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from slnjax import checkpoint, data, evaluate, flops, loop, parallel, sln, train
+  from slnjax import state as state_lib
+  # pylint: enable=g-import-not-at-top
   tokenizer = data.load_tokenizer(config.task.tokenizer or None)
   model = cfg.build_model(config)
   ids = encode_prompt(tokenizer, prompt, model.spec.left.vocab_size)

@@ -51,25 +51,30 @@ def test_every_dialogue_objective_is_counted(objective):
 
 
 def test_total_across_resume_and_stages(tmp_path):
+  from slnjax import parallel  # pylint: disable=g-import-not-at-top
   c = smoke(steps=3, log_every=1, checkpoint_every=2, keep_checkpoints=5)
+  ts = train.make_train_step(c, parallel.make_mesh())  # compiled once for the three runs
   per_step = train_flops.step_flops(c)
   w = str(tmp_path / "sft")
-  train.train(c, w)
+  train.train(c, w, train_step=ts)
   assert [r["train_flops"] for r in metric_rows(w)] == [per_step * s for s in (1, 2, 3)]
   # The run stops after step 3 but its checkpoint 3 is lost: resuming from 2 retrains step 3,
   # and the total counts 3 steps, not 4.
   shutil.rmtree(os.path.join(w, "checkpoints", "3"))
-  out = train.train(c, w)
+  out = train.train(c, w, train_step=ts)
   assert out["train_flops"] == 3 * per_step
   assert train_flops.run_total(w) == 3 * per_step
   with open(os.path.join(w, train_flops.FILENAME)) as f:
     assert json.load(f)["total"] == 3 * per_step
-  # A second stage started from the first run's parameters adds to its total.
-  c2 = smoke("critic_bce", steps=2, log_every=1, checkpoint_every=2, init_from=w)
-  w2 = str(tmp_path / "critic")
-  out2 = train.train(c2, w2)
-  assert out2["train_flops"] == 3 * per_step + 2 * train_flops.step_flops(c2)
-  assert train_flops.run_total(w2) == out2["train_flops"]
+  # A second stage started from the first run's parameters adds to its total, and a third
+  # from the second adds to both.
+  w2, w3 = str(tmp_path / "stage2"), str(tmp_path / "stage3")
+  out2 = train.train(smoke(steps=3, log_every=1, checkpoint_every=3, init_from=w), w2,
+                     train_step=ts)
+  assert out2["train_flops"] == 6 * per_step == train_flops.run_total(w2)
+  train.train(smoke(steps=3, log_every=3, checkpoint_every=3, init_from=w2), w3, train_step=ts)
+  assert train_flops.run_total(w3) == 9 * per_step
+  assert train_flops.run_total(w3, step=1) == 7 * per_step
 
 
 @pytest.mark.parametrize("objective", ["sft", pytest.param("critic_bce", marks=pytest.mark.slow)])
@@ -88,3 +93,9 @@ def test_step_matches_xla_cost_analysis(objective):
   if ts.rollout_fn is not None:
     total += ts.rollout_fn.lower(*args).compile().cost_analysis()["flops"]
   assert 0.96 < train_flops.step_flops(c) / total <= 1.0
+
+
+def test_segments_by_hand():
+  rec = {"inherited": 5.0, "segments": [{"start": 0, "per_step": 2.0},
+                                        {"start": 3, "per_step": 10.0}]}
+  assert [train_flops._total(rec, s) for s in (0, 2, 3, 4, 6)] == [5, 9, 11, 21, 41]  # pylint: disable=protected-access
