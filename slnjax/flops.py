@@ -35,6 +35,9 @@ the writer reads the other lobe's turn or the score next): only its k and v are 
 Work whose result is never read is what XLA removes from the compiled program; with it
 left out, the count is within 1-2% of XLA's cost analysis of a whole one-turn dialogue
 (tests/test_flops.py). This mirrors turn.py step by step; keep them in step.
+The lobes' attention reads a cache's whole buffer under a mask (prompt padding and the
+positions not yet written included), so the compiled program does more attention work than
+counted here when caches are long; the count is what the dialogue needs, not that padding.
 """
 from __future__ import annotations
 
