@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
 from slnjax import checkpoint, data, evaluate, evaluate_wide, metrics as metrics_lib
-from slnjax import objectives, parallel
+from slnjax import objectives, parallel, train_flops
 from slnjax import config as cfg
 from slnjax import state as state_lib
 
@@ -326,6 +326,7 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   writer = metrics_lib.Writer(workdir, enabled=lead, start_step=start, total_steps=config.steps)
+  flop_ledger = train_flops.Ledger.open(workdir, config, start, enabled=lead)
   make_evaluator = evaluate_wide.WideEvaluator if cfg.is_wide(config) else evaluate.Evaluator
   evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
                              workdir) if config.eval_every else None
@@ -364,7 +365,9 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
       if log_now or eval_now or save_now:
         _check_finite(st, step, ckpt)
       if log_now:
-        out = {"step": step, **metrics_lib.to_python(m), **timer.rates(step, B * (P + M))}
+        out = {"step": step, **metrics_lib.to_python(m), **timer.rates(step, B * (P + M)),
+               **flop_ledger.metrics(step)}
+        flop_ledger.write(step)
         if r is not None and isinstance(r, dict):  # turns, critic accuracy of this rollout
           out.update(evaluate.rollout_metrics(ts.model, r, batch, config.task.name,
                                               train_source, tokenizer))
@@ -382,6 +385,7 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
         out.update({f"final/{k}": v for k, v in em.items()})
       if save_now:
         ckpt.save(step, st, it, config)
+        flop_ledger.write(step)
       if term:
         logging.warning("SIGTERM: saved a checkpoint at step %d; exiting.", step)
         out["preempted"] = 1.0
