@@ -38,7 +38,9 @@ the key. Every field that ``train`` reads exists here, with its default:
   steps, log_every, eval_every, checkpoint_every, keep_checkpoints  (0 disables eval/ckpt)
   eval.split / .num_batches (-1: all) / .batch_size (None: batch_size) / .transcripts /
        .mode ("" = the training loop mode, else a soft_tokens mode for evaluation; wide
-       kinds: "" = greedy, else a route whose while_loop version the gate follows)
+       kinds: "" = greedy, else a route whose while_loop version the gate follows) /
+       .report (dialogue kinds: at the final step, the full evaluation of
+       ``python -m slnjax.evaluate`` on the whole eval split: eval.json, eval.md, eval.png)
   mesh.ici / .dcn / .rules parallelism (slnjax.parallel); rules () = DEFAULT_RULES
 """
 from __future__ import annotations
@@ -125,7 +127,7 @@ def base_config() -> config_dict.ConfigDict:
   c.keep_checkpoints = 3
   c.eval = config_dict.ConfigDict(dict(split="", num_batches=4,
                                        batch_size=config_dict.placeholder(int),
-                                       transcripts=3, mode=""))
+                                       transcripts=3, mode="", report=False))
   c.mesh = config_dict.ConfigDict(dict(ici=(-1, 1, 1), dcn=(1, 1, 1), rules=()))
   return c
 
@@ -266,6 +268,9 @@ def validate(c: config_dict.ConfigDict) -> None:
     _check(c[key] >= 0, f"config.{key}={c[key]} must be >= 0 (0 disables it).")
   _check(c.eval.mode == "" or c.eval.mode in soft_tokens.MODES,
          f"config.eval.mode={c.eval.mode!r}; expected '' or one of {soft_tokens.MODES}.")
+  _check(not (c.eval.report and is_wide(c)),
+         f"config.eval.report: the full evaluation is for dialogue kinds, not {c.model.kind!r} "
+         "(its train-loop evaluation is evaluate_wide.py); set eval.report=False.")
   parallel.rules_from_config(c.mesh.rules or None)
 
 

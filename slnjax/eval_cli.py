@@ -137,6 +137,8 @@ def main(argv=None) -> None:
   parser.add_argument("--turns", type=int, default=None, help="default: model.loop.max_turns")
   parser.add_argument("--num", type=int, default=None, help="default: the whole split")
   a = parser.parse_args(argv)
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.ERROR)  # orbax's notes on opening checkpoints read-only
   from slnjax import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize()
   try:

@@ -82,8 +82,8 @@ def best_of(scores_KB, correct_KB) -> np.ndarray:
 
 
 def majority(texts_KB, correct_KB) -> np.ndarray:
-  """correct_B of the most frequent answer text among K samples (ties: the answer that
-  reached the top count first, in sample order)."""
+  """correct_B of the most frequent answer text among K samples (ties: the tied answer that
+  appears first in sample order)."""
   correct_KB = np.asarray(correct_KB, bool)
   K, B = correct_KB.shape
   out = np.zeros(B, bool)
