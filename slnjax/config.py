@@ -197,6 +197,17 @@ def cpu_experiment(model_kind: str, procedure: str, arg: str | None = None, *,
   return experiment(model_kind, procedure, **deep_update(deep_update(CPU, size or {}), overrides))
 
 
+def from_dict(d: dict) -> config_dict.ConfigDict:
+  """A whole config as a nested dict (e.g. the JSON a checkpoint saves) -> finalized and
+  locked; a key the schema lacks is an error that names it, a missing one takes its
+  default."""
+  d = dict(d)
+  c = base_config()
+  c.objective = config_dict.ConfigDict(d.pop("objective", {"name": "sft"}))
+  _merge(c, d)
+  return finalize(c)
+
+
 def finalize(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
   """Fills in the objective's default hyper-parameters, validates, and locks."""
   c = copy.deepcopy(c)  # keeps typed placeholders (so None fields stay overridable)

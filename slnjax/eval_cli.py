@@ -41,13 +41,10 @@ def _tuples(x):
 
 
 def config_from_saved(saved: dict) -> config_dict.ConfigDict:
-  """The finalized, locked config of a run from the JSON training saved with a checkpoint."""
+  """The finalized, locked config of a run from the JSON training saved with a checkpoint
+  (JSON lists become the tuples the schema holds)."""
   from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
-  saved = _tuples(copy.deepcopy(saved))
-  c = cfg.base_config()
-  c.objective = config_dict.ConfigDict(saved.pop("objective"))
-  cfg._merge(c, saved)  # pylint: disable=protected-access
-  return cfg.finalize(c)
+  return cfg.from_dict(_tuples(copy.deepcopy(saved)))
 
 
 def _manager(workdir: str):
@@ -112,7 +109,14 @@ def run(workdir: str, split: str | None = None, step: int | None = None,
   from slnjax import checkpoint, data, eval_report, parallel, train  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(tuple(config.mesh.ici), tuple(config.mesh.dcn))
   ts = train.make_train_step(config, mesh)
-  params = checkpoint.load_params(workdir, ts.abstract_state["params"], step)
+  try:
+    params = checkpoint.load_params(workdir, ts.abstract_state["params"], step)
+  except checkpoint.ShapeMismatchError:
+    raise
+  except (OSError, KeyError, ValueError, RuntimeError) as e:  # a damaged checkpoint
+    raise UserError(f"the checkpoint at step {step} in {workdir} cannot be read "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                    "pass another --step.") from e
   if jax.process_index() == 0:
     data.ensure_built(config.task.name, config.task.data_dir or None, train.task_config(config))
   tokenizer = data.load_tokenizer(config.task.tokenizer or None)

@@ -58,10 +58,8 @@ def neutral_feedback(model, params: dict, value: float = NEUTRAL_SCORE) -> dict:
   w, b = left["score_in_w"], left["score_in_b"]
   left["score_in_b"] = (b + value * w).astype(b.dtype)
   left["score_in_w"] = jnp.zeros_like(w)
-  out = {**params, "left": left}
-  if model.shared:  # one parameter set plays both roles; the critic reads no score input
-    out["right"] = left
-  return out
+  del model  # a shared lobe (self_reflection) reads no score input in its critic role
+  return {**params, "left": left}
 
 
 def _num_batches(config, num: int | None) -> int:

@@ -32,6 +32,11 @@ def workdir(tmp_path_factory):
   return w
 
 
+def test_saved_config_round_trips(workdir):
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert eval_cli.config_from_saved(json.load(f)).to_dict() == tiny().to_dict()
+
+
 def test_command_writes_the_report(workdir):
   r = subprocess.run([sys.executable, "-m", "slnjax.evaluate", f"--workdir={workdir}",
                       "--num=6"], capture_output=True, text=True, env=ENV, cwd=ROOT,
