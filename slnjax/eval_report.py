@@ -61,8 +61,12 @@ def summary(loop, samples, retry, T: int, sel=None) -> dict:
     out["retry_no_feedback"] = None
   else:
     r_TB = st.answers_by_turn(pick(retry.correct_NB), pick(retry.turns_B), T)
+    final = lambda run: [run.texts_NB[min(t, len(run.texts_NB)) - 1][b]
+                         for b, t in zip(idx, run.turns_B[idx])]
+    same = np.array([a == b for a, b in zip(final(loop), final(retry))], bool)
     out["retry_no_feedback"] = {**_acc(r_TB[-1]), "acc_by_turn": [float(a.mean()) for a in r_TB],
-                                "turns_mean": st.mean_se(pick(retry.turns_B))[0]}
+                                "turns_mean": st.mean_se(pick(retry.turns_B))[0],
+                                "same_final_answer_as_loop": st.mean_se(same)[0]}
   return out
 
 
@@ -84,32 +88,34 @@ def critic(loop, threshold: float, val_loop=None) -> dict | None:
   return out
 
 
-def inference_flops(model, loop, samples, retry, T: int) -> dict | None:
-  """Mean inference FLOPs per example of the loop and each baseline, from
-  slnjax.flops.inference_flops_per_example(model, prompt_len_B, turns_B) -> [B] (both
-  lobes, the tokens actually processed); None until that function exists."""
+def inference_flops(model, loop, retry, T: int) -> dict | None:
+  """Mean inference FLOPs per example of the loop and each baseline (both lobes, the turns
+  each example took), from slnjax.flops.dialogue_flops(model, turns_B, prompt_len_B); None
+  where that module is absent. A best-of-T / majority answer costs T one-turn dialogues (the
+  critic's score of each included). A memory prefix is not counted."""
   try:
     from slnjax import flops  # pylint: disable=g-import-not-at-top
-    count = flops.inference_flops_per_example
+    count = flops.dialogue_flops
   except (ImportError, AttributeError):
     return None
-  one_B = count(model, loop.prompt_len_B, np.ones_like(loop.turns_B))
-  out = {"loop": count(model, loop.prompt_len_B, loop.turns_B), "turn1": one_B,
+  one_B = count(model, np.ones_like(loop.turns_B), loop.prompt_len_B)
+  out = {"loop": count(model, loop.turns_B, loop.prompt_len_B), "turn1": one_B,
          "best_of_T": T * one_B, "majority_T": T * one_B}
   if retry is not None:
-    out["retry_no_feedback"] = count(model, retry.prompt_len_B, retry.turns_B)
-  del samples
+    out["retry_no_feedback"] = count(model, retry.turns_B, retry.prompt_len_B)
   return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-def train_flops(workdir: str) -> float | None:
-  """The training FLOPs of the run that made the checkpoint, from
-  slnjax.flops.train_flops(workdir); None until that function exists."""
+def train_flops(workdir: str, step: int) -> float | None:
+  """The training FLOPs spent to reach the checkpoint at ``step`` (across resumes and
+  init_from stages), from slnjax.train_flops.run_total; None without that module or its
+  ledger in the workdir."""
   try:
-    from slnjax import flops  # pylint: disable=g-import-not-at-top
-    return flops.train_flops(workdir)
+    from slnjax import train_flops as ledger  # pylint: disable=g-import-not-at-top
+    total = ledger.run_total
   except (ImportError, AttributeError):
     return None
+  return total(workdir, step)
 
 
 def build(loop, samples, retry, T: int, threshold: float, val_loop=None, meta=None) -> dict:
@@ -169,8 +175,8 @@ def evaluate_checkpoint(config, model, params, mesh, rules, tokenizer, workdir: 
           "kind": model.kind, "loop_mode": runner.mode,
           "neutral_score": eval_runs.NEUTRAL_SCORE if retry is not None else None}
   report = build(loop, samples, retry, turns, 0.5 if thr is None else float(thr), val_loop, meta)
-  report["inference_flops_per_example"] = inference_flops(model, loop, samples, retry, turns)
-  report["train_flops"] = train_flops(workdir)
+  report["inference_flops_per_example"] = inference_flops(model, loop, retry, turns)
+  report["train_flops"] = train_flops(workdir, step)
   if jax.process_index() == 0:
     from slnjax import eval_write  # pylint: disable=g-import-not-at-top
     eval_write.write_all(report, workdir, "eval" if split == "test" else f"eval_{split}")

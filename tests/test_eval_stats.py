@@ -138,3 +138,23 @@ def test_report_on_a_hand_built_transcript():
   d = r["by_bucket"]["difficulty"]
   assert d["1"]["n"] == 2 and d["1"]["acc_by_turn"] == [0.5, 1.0, 1.0]
   assert d["2"]["acc_by_turn"] == [0.5, 0.0, 0.0]
+  # retry without feedback: p0 keeps its wrong draft ("13") -> 1 of 4 right, 3 of 4 the same
+  retry_texts = [["13", "12", "11", "12"], ["13", "", "11", "10"], ["", "", "14", "10"]]
+  retry = _run(retry_texts, [[t == "12" for t in row] for row in retry_texts], TURNS)
+  rr = eval_report.build(loop, samples, retry, 3, 0.5)["retry_no_feedback"]
+  assert rr["acc"] == 0.25 and rr["same_final_answer_as_loop"] == 0.75
+
+
+def test_neutral_feedback_reads_one_half_whatever_the_score():
+  import jax
+  import jax.numpy as jnp
+  from slnjax import lobes, loop, sln
+  model = sln.build("lateralized", lobes.tiny(), None, loop.LoopConfig(turn_len=2, max_turns=2))
+  params = sln.init(model, jax.random.PRNGKey(0))
+  neutral = eval_runs.neutral_feedback(model, params)
+  cfg = model.spec.left
+  s = jnp.array([0.0, 0.3, 1.0])
+  want = lobes.embed_score(cfg, params["left"], jnp.full(3, 0.5))
+  np.testing.assert_allclose(lobes.embed_score(cfg, neutral["left"], s), want, atol=1e-6)
+  assert not np.allclose(lobes.embed_score(cfg, params["left"], s), want)
+  assert jax.tree.structure(neutral) == jax.tree.structure(params)
