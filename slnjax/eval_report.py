@@ -90,7 +90,7 @@ def critic(loop, threshold: float, val_loop=None) -> dict | None:
 
 def inference_flops(model, loop, retry, T: int) -> dict | None:
   """Mean inference FLOPs per example of the loop and each baseline (both lobes, the turns
-  each example took), from slnjax.flops.dialogue_flops(model, turns_B, prompt_len_B); None
+  each example took; loop_by_turn: the loop stopped after turn t = 1..T), from slnjax.flops.dialogue_flops(model, turns_B, prompt_len_B); None
   where that module is absent. A best-of-T / majority answer costs T one-turn dialogues (the
   critic's score of each included). A memory prefix is not counted."""
   try:
@@ -103,7 +103,10 @@ def inference_flops(model, loop, retry, T: int) -> dict | None:
          "best_of_T": T * one_B, "majority_T": T * one_B}
   if retry is not None:
     out["retry_no_feedback"] = count(model, retry.turns_B, retry.prompt_len_B)
-  return {k: float(np.mean(v)) for k, v in out.items()}
+  out = {k: float(np.mean(v)) for k, v in out.items()}
+  out["loop_by_turn"] = [float(np.mean(count(model, np.minimum(loop.turns_B, t),
+                                             loop.prompt_len_B))) for t in range(1, T + 1)]
+  return out
 
 
 def train_flops(workdir: str, step: int) -> float | None:

@@ -65,7 +65,7 @@ def markdown(r: dict) -> str:
   fl = r.get("inference_flops_per_example")
   lines += ["", "Inference FLOPs per example: " + (
       "not counted (slnjax.flops is not available)" if fl is None else
-      ", ".join(f"{k} {v:.3g}" for k, v in fl.items()))
+      ", ".join(f"{k} {v:.3g}" for k, v in fl.items() if k != "loop_by_turn"))
       + "; training FLOPs: " + ("not counted" if r.get("train_flops") is None
                                 else f"{r['train_flops']:.3g}") + "."]
   return "\n".join(lines) + "\n"
@@ -80,9 +80,10 @@ def plots(r: dict, stem_path: str) -> list[str]:
   fig, ax = plt.subplots(figsize=(6, 4))
   se = [0.0 if s is None else s for s in r["acc_by_turn_se"]]
   ax.errorbar(turns, r["acc_by_turn"], yerr=se, marker="o", label="loop (acc@t)")
+  k = max(int(k) for k in r["pass_at_k"] if int(k) <= T)
   lines = {f"best-of-{T}": r["best_of_T"], f"majority-{T}": r["majority_T"],
-           "retry, no feedback": r["retry_no_feedback"], f"pass@{min(T, 8)}":
-           r["pass_at_k"].get(str(min(T, 8)))}
+           "retry, no feedback": r["retry_no_feedback"], f"pass@{k} (oracle)":
+           r["pass_at_k"][str(k)]}
   for (name, d), style in zip(lines.items(), ("--", "-.", ":", (0, (1, 3)))):
     if d is not None:
       ax.axhline(d["acc"], linestyle=style, color="gray", label=name)
@@ -100,11 +101,13 @@ def plots(r: dict, stem_path: str) -> list[str]:
       if r.get(k) is not None:
         acc[k] = r[k]["acc"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for k, v in fl.items():
-      if k in acc:
-        ax.scatter([v], [acc[k]])
-        ax.annotate(k, (v, acc[k]), fontsize=8)
-    ax.set(xscale="log", xlabel="inference FLOPs per example", ylabel="accuracy")
+    ax.plot(fl["loop_by_turn"], r["acc_by_turn"], marker="o", label="loop, stopped after turn t")
+    for name, v in fl.items():
+      if name in acc and name not in ("loop", "turn1"):
+        ax.scatter([v], [acc[name]], marker="s", label=name)
+    ax.set(xscale="log", xlabel="inference FLOPs per example", ylabel="accuracy",
+           title=f"{r['kind']}, step {r['step']}, {r['split']} (n={r['n']})")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(stem_path + "_flops.png", dpi=100)
     plt.close(fig)

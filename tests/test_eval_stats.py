@@ -1,10 +1,11 @@
 """The evaluation's counting (slnjax/eval_stats.py, eval_report.py) on hand-built transcripts."""
 import math
+import os
 
 import numpy as np
 import pytest
 
-from slnjax import eval_report, eval_runs
+from slnjax import eval_report, eval_runs, eval_write
 from slnjax import eval_stats as st
 
 # Four problems (target "12"), three turns. Columns are problems, rows turns; "" not taken.
@@ -110,7 +111,7 @@ def _run(texts, correct, turns, scores=None, difficulty=None):
                        np.full(B, 4), None)
 
 
-def test_report_on_a_hand_built_transcript():
+def test_report_on_a_hand_built_transcript(tmp_path):
   loop = _run(TEXTS, CORRECT, TURNS, scores=[[0.2, 0.9, 0.1, 0.8], [0.9, 0, 0.2, 0.3],
                                              [0, 0, 0.3, 0.4]], difficulty=[1, 1, 2, 2])
   # three sampled first turns per problem
@@ -141,8 +142,22 @@ def test_report_on_a_hand_built_transcript():
   # retry without feedback: p0 keeps its wrong draft ("13") -> 1 of 4 right, 3 of 4 the same
   retry_texts = [["13", "12", "11", "12"], ["13", "", "11", "10"], ["", "", "14", "10"]]
   retry = _run(retry_texts, [[t == "12" for t in row] for row in retry_texts], TURNS)
-  rr = eval_report.build(loop, samples, retry, 3, 0.5)["retry_no_feedback"]
+  full = eval_report.build(loop, samples, retry, 3, 0.5, meta=dict(step=5, split="test",
+                                                                   kind="lateralized",
+                                                                   loop_mode="greedy"))
+  rr = full["retry_no_feedback"]
   assert rr["acc"] == 0.25 and rr["same_final_answer_as_loop"] == 0.75
+  # the files, with FLOPs as slnjax.flops would give them
+  full["inference_flops_per_example"] = {"loop": 2e6, "turn1": 1e6, "best_of_T": 3e6,
+                                         "majority_T": 3e6, "retry_no_feedback": 2e6,
+                                         "loop_by_turn": [1e6, 1.8e6, 2e6]}
+  full["train_flops"] = 1e12
+  paths = eval_write.write_all(full, str(tmp_path), "eval")
+  assert [os.path.basename(p) for p in paths] == ["eval.json", "eval.md", "eval.png",
+                                                  "eval_flops.png"]
+  md = open(paths[1]).read()
+  assert "| all | 4 | 2.25 | 50.0 | 50.0 | 50.0 | 50.0 ± 28.9 |" in md
+  assert "| loop_vs_turn1 | 1 | 1 | 1 | exact |" in md and "training FLOPs: 1e+12" in md
 
 
 def test_neutral_feedback_reads_one_half_whatever_the_score():
