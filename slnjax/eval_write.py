@@ -36,8 +36,10 @@ def markdown(r: dict) -> str:
           + [f"pass@{k}" for k in (1, 2, 4, 8)])
   lines = [f"# Evaluation: step {r['step']}, split {r['split']} ({r['kind']}, loop mode "
            f"{r['loop_mode']}, T = {T})", "",
-           "Accuracies in %, ± one standard error; best-of/majority/pass@k from "
-           f"{r['samples']} first turns sampled at temperature 1.", "",
+           "Accuracies in %, ± one standard error. acc@t: the answer held after turn t (a "
+           "dialogue that halted keeps its last answer); turns: mean turns used; best-of/"
+           f"majority/pass@k from {r['samples']} first turns sampled at temperature 1; retry: "
+           "the loop with the critic's score fed back as a neutral 0.5.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head), _row("all", r, T)]
   for axis, rows in r["by_bucket"].items():
     lines += [_row(f"{axis} {v}", s, T) for v, s in rows.items()]
