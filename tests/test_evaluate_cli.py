@@ -18,10 +18,11 @@ KEYS = ("acc_by_turn", "acc_by_turn_se", "flips", "turns_mean", "best_of_T", "ma
         "inference_flops_per_example", "train_flops")
 
 
-def tiny(**kw):
+def tiny(**eval_kw):
   return cfg.experiment("lateralized", "sft", smoke=True, steps=2, checkpoint_every=2,
                         eval_every=2, task=dict(data_dir=DATA_DIR),
-                        model=dict(loop=dict(max_turns=2)), **kw)
+                        model=dict(loop=dict(max_turns=2)),
+                        eval=dict(batch_size=16, num_batches=1, **eval_kw))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_again_at_the_final_step_evaluates(workdir):
   report = os.path.join(workdir, "eval.json")
   if os.path.exists(report):
     os.remove(report)
-  out = train.train(tiny(eval=dict(report=True, num_batches=1)), workdir)
+  out = train.train(tiny(report=True), workdir)
   assert out["step"] == 2 and "eval/acc_final" in out
   with open(report) as f:
     rep = json.load(f)
