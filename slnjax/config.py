@@ -44,6 +44,8 @@ the key. Every field that ``train`` reads exists here, with its default:
        kinds: "" = greedy, else a route whose while_loop version the gate follows) /
        .final_split ("" = none: a split evaluated once, after the last step, e.g. "test"
        while .split is "validation"; logged as split "final")
+       .report (dialogue kinds: at the final step, the full evaluation of
+       ``python -m slnjax.evaluate`` on the whole eval split: eval.json, eval.md, eval.png)
   mesh.ici / .dcn / .rules parallelism (slnjax.parallel); rules () = DEFAULT_RULES
 """
 from __future__ import annotations
@@ -130,7 +132,8 @@ def base_config() -> config_dict.ConfigDict:
   c.keep_checkpoints = 3
   c.eval = config_dict.ConfigDict(dict(split="", num_batches=4,
                                        batch_size=config_dict.placeholder(int),
-                                       transcripts=3, mode="", final_split=""))
+                                       transcripts=3, mode="", final_split="",
+                                       report=False))
   c.mesh = config_dict.ConfigDict(dict(ici=(-1, 1, 1), dcn=(1, 1, 1), rules=()))
   return c
 
@@ -198,6 +201,17 @@ def cpu_experiment(model_kind: str, procedure: str, arg: str | None = None, *,
   if arg == "smoke":
     return experiment(model_kind, procedure, smoke=True, **overrides)
   return experiment(model_kind, procedure, **deep_update(deep_update(CPU, size or {}), overrides))
+
+
+def from_dict(d: dict) -> config_dict.ConfigDict:
+  """A whole config as a nested dict (e.g. the JSON a checkpoint saves) -> finalized and
+  locked; a key the schema lacks is an error that names it, a missing one takes its
+  default."""
+  d = dict(d)
+  c = base_config()
+  c.objective = config_dict.ConfigDict(d.pop("objective", {"name": "sft"}))
+  _merge(c, d)
+  return finalize(c)
 
 
 def finalize(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
@@ -271,6 +285,9 @@ def validate(c: config_dict.ConfigDict) -> None:
     _check(c[key] >= 0, f"config.{key}={c[key]} must be >= 0 (0 disables it).")
   _check(c.eval.mode == "" or c.eval.mode in soft_tokens.MODES,
          f"config.eval.mode={c.eval.mode!r}; expected '' or one of {soft_tokens.MODES}.")
+  _check(not (c.eval.report and is_wide(c)),
+         f"config.eval.report: the full evaluation is for dialogue kinds, not {c.model.kind!r} "
+         "(its train-loop evaluation is evaluate_wide.py); set eval.report=False.")
   parallel.rules_from_config(c.mesh.rules or None)
 
 

@@ -1,5 +1,11 @@
 """Evaluation with the task verifiers, and the host side of verifier rewards.
 
+    python -m slnjax.evaluate --workdir W [--split test] [--step N] [--turns T] [--num N]
+
+evaluates any dialogue checkpoint in full (slnjax/eval_cli.py: the loop, its baselines and
+the critic, into W/eval.json, eval.md, eval.png). This module is the train loop's periodic
+evaluation:
+
 Accuracy is measured on the left lobe's turns, decoded with the tokenizer (cut at eos /
 stop-of-turn) and checked by the task's verifier: after the first turn, and after the loop
 (the last turn each example took). Also per difficulty, with the mean number of turns used
@@ -141,15 +147,18 @@ class Evaluator:
 
     self._rollout = jax.jit(run)
 
-  def results(self, params, step: int, tau):
+  def results(self, params, step: int, tau, key=None, source=None):
     """Per eval batch: (host, glob), the rollout's outputs (with the memory selection and
     its per-example precision / recall when the model has memory) and the batch's fields,
-    as global numpy arrays. The rng is fixed by (config.seed, step)."""
-    key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed + 1), step)
-    fields = ("index", "valid", "difficulty", "prompt_ids", "target_ids")
+    as global numpy arrays. The rng is fixed by (config.seed, step) unless ``key`` is
+    given; ``source``: another split than the evaluator's (e.g. validation)."""
+    if key is None:
+      key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed + 1), step)
+    fields = ("index", "valid", "difficulty", "prompt_ids", "prompt_len", "target_ids")
     if self.model.memory is not None:
       fields += evaluate_memory.BANK_KEYS
-    for i, local in enumerate(eval_batches(self.config, self.source, self.tokenizer)):
+    source = self.source if source is None else source
+    for i, local in enumerate(eval_batches(self.config, source, self.tokenizer)):
       inputs = data.global_batch({k: local[k] for k in self._inputs}, self.mesh)
       out = self._rollout(params, inputs, jax.random.fold_in(key, i), tau)
       host = {k: host_array(v) for k, v in out.items()}
@@ -220,3 +229,8 @@ class Evaluator:
     reason = loop.HALT_NAMES.get(int(host["halt_reason_B"][b]), "?")
     lines.append(f"halted: {reason} after {turns} turn(s)\n")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  from slnjax import eval_cli  # pylint: disable=g-import-not-at-top
+  eval_cli.main()

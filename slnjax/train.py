@@ -30,7 +30,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
-from slnjax import checkpoint, data, evaluate, evaluate_wide, metrics as metrics_lib
+from slnjax import checkpoint, data, eval_report, evaluate, evaluate_wide, metrics as metrics_lib
 from slnjax import objectives, parallel, train_flops
 from slnjax import config as cfg
 from slnjax import state as state_lib
@@ -292,6 +292,15 @@ def _start_from(ts: TrainStep, st: dict, source: str) -> dict:
   return {**st, "params": params, "frozen": frozen}
 
 
+def _evaluate(evaluator, st, step: int, config, writer) -> dict:
+  """The periodic evaluation at ``step``: logged, and returned prefixed "eval/"."""
+  tau = state_lib.tau_at(config.tau, config.steps, step - 1)
+  em, text = evaluator(st["params"], step, tau)
+  writer.write(step, em, split="eval")
+  writer.text(step, "transcripts", text)
+  return {f"eval/{k}": v for k, v in em.items()}
+
+
 def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
           train_step: TrainStep | None = None) -> dict:
   """Trains (resuming from <workdir>/checkpoints if present); returns the final metrics
@@ -373,11 +382,7 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
                                               train_source, tokenizer))
         writer.write(step, {k: v for k, v in out.items() if k != "step"})
       if eval_now:
-        tau = state_lib.tau_at(config.tau, config.steps, step - 1)
-        em, text = evaluator(st["params"], step, tau)
-        writer.write(step, em, split="eval")
-        writer.text(step, "transcripts", text)
-        out.update({f"eval/{k}": v for k, v in em.items()})
+        out.update(_evaluate(evaluator, st, step, config, writer))
       if final and final_evaluator:
         tau = state_lib.tau_at(config.tau, config.steps, step - 1)
         em, _ = final_evaluator(st["params"], step, tau)
@@ -390,6 +395,12 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
         logging.warning("SIGTERM: saved a checkpoint at step %d; exiting.", step)
         out["preempted"] = 1.0
         break
+    if start >= config.steps and evaluator:  # a finished run, started again: evaluate
+      out.update(_evaluate(evaluator, st, step, config, writer))
+    if step >= config.steps and config.eval.report and "preempted" not in out:
+      eval_report.evaluate_checkpoint(config, ts.model, st["params"], mesh, ts.rules, tokenizer,
+                                      workdir, step, sources={cfg.eval_config(config)[0]:
+                                                              eval_source})
     writer.flush()
   finally:
     preempt.restore()
