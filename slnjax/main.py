@@ -104,4 +104,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:  # Ctrl-C while starting up (before training's own handler)
+    print("interrupted while starting: nothing new to save.", file=sys.stderr)
+    sys.exit(130)

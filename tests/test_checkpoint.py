@@ -235,3 +235,15 @@ def test_unwritable_workdir_is_one_error_line_before_any_work(exp, tmp_path):
   assert r.stderr.strip().splitlines() == [
       f"error: --workdir={workdir} cannot be written to (Not a directory: {workdir}); choose a "
       f"directory you can write to."]
+
+
+def test_second_ctrl_c_stops_at_once():
+  interrupt = resume.Interrupt()
+  try:
+    interrupt._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+    assert interrupt.name == "SIGINT (Ctrl-C)"
+    with pytest.raises(KeyboardInterrupt):
+      interrupt._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+  finally:
+    interrupt.restore()
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
