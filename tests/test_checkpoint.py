@@ -238,6 +238,7 @@ def test_unwritable_workdir_is_one_error_line_before_any_work(exp, tmp_path):
 
 
 def test_second_ctrl_c_stops_at_once():
+  prev = signal.getsignal(signal.SIGINT)
   interrupt = resume.Interrupt()
   try:
     interrupt._handle(signal.SIGINT, None)  # pylint: disable=protected-access
@@ -246,4 +247,4 @@ def test_second_ctrl_c_stops_at_once():
       interrupt._handle(signal.SIGINT, None)  # pylint: disable=protected-access
   finally:
     interrupt.restore()
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is prev
