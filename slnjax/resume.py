@@ -3,8 +3,8 @@
   Interrupt         SIGTERM (preemption) and SIGINT (Ctrl-C) set a flag; the loop saves a
                     checkpoint after the step and stops (``python -m slnjax.main`` then exits
                     with checkpoint.PREEMPTED_EXIT_CODE). A second Ctrl-C stops at once.
-  restore_latest    the newest checkpoint that restores; a damaged one (a truncated file, an
-                    empty step directory) is moved to <workdir>/checkpoints_damaged/.
+  restore_latest    the newest checkpoint that restores; newer, damaged ones (a truncated
+                    file, an empty step directory) are moved to <workdir>/checkpoints_damaged/.
   check_schedule    a resume whose learning-rate or tau schedule differs from the
                     checkpoint's over the steps still to run stops (ScheduleChangeError,
                     saying what would change) unless allowed (then it warns with the same).
@@ -35,7 +35,7 @@ class ScheduleChangeError(ValueError):
 
 
 class NoIntactCheckpointError(ValueError):
-  """Every checkpoint of the workdir failed to restore (all were moved aside)."""
+  """Every checkpoint of the workdir failed to restore (none was moved)."""
 
 
 def say(msg: str) -> None:
@@ -85,29 +85,35 @@ class Interrupt:
       signal.signal(s, prev)
 
 
+def _reason(e: Exception) -> str:
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+
+
 def restore_latest(ckpt: checkpoint.Checkpointer, abstract_state, data_iter):
   """(step, state, data_iter, saved config dict) of the newest checkpoint that restores, or
-  None when there is none. A checkpoint that fails to restore is moved aside (one line
-  each) and the previous one is tried; a ShapeMismatchError (the config's fault, not the
-  checkpoint's) stops at once."""
-  steps = sorted(ckpt.all_steps(), reverse=True)
-  for step in steps:
+  None when there is none. Newer ones that failed to restore are then moved aside (one line
+  each): only once an older one restored, so a failure of the machine (memory, a missing
+  filesystem) moves nothing. A ShapeMismatchError (the config's fault) stops at once."""
+  failed = []
+  for step in sorted(ckpt.all_steps(), reverse=True):
     try:
       state, data_iter = ckpt.restore(step, abstract_state, data_iter)
       saved = ckpt.saved_config(step)
     except checkpoint.ShapeMismatchError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      reason = (str(e).strip().splitlines() or [""])[0][:200]
-      where = ckpt.set_aside(step, "damaged")
-      say(f"warning: checkpoint {ckpt.directory}/{step} cannot be restored "
-          f"({type(e).__name__}: {reason}); moved it to {where}")
+      failed.append((step, e))
       continue
+    for bad, e in failed:
+      where = ckpt.set_aside(bad, "damaged")
+      say(f"warning: checkpoint {ckpt.directory}/{bad} cannot be restored ({_reason(e)}); "
+          f"moved it to {where}")
     return step, state, data_iter, saved
-  if steps:
+  if failed:
     raise NoIntactCheckpointError(
-        f"none of the checkpoints in {ckpt.directory} could be restored (steps {steps}, moved to "
-        f"{ckpt.directory}_damaged). Run again to start from step 0, or use another --workdir.")
+        f"none of the checkpoints in {ckpt.directory} could be restored ("
+        + "; ".join(f"step {s}: {_reason(e)}" for s, e in failed) + "). Nothing was moved or "
+        "deleted: fix or move them aside by hand, or use another --workdir.")
   return None
 
 

@@ -194,7 +194,7 @@ def _train_quiet(config, workdir, ts, capsys):
 def test_damaged_latest_checkpoint_falls_back_to_an_intact_one(tmp_path, capsys):
   """A truncated file in the latest checkpoint, then an empty step directory: each is moved
   to checkpoints_damaged/ (one line), the run resumes from the newest intact one; with
-  none intact, an error."""
+  none intact, an error that moves nothing."""
   c = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR), steps=4, log_every=1,
                      checkpoint_every=2)
   ts = train.make_train_step(c, __import__("slnjax.parallel").parallel.make_mesh())
@@ -203,6 +203,7 @@ def test_damaged_latest_checkpoint_falls_back_to_an_intact_one(tmp_path, capsys)
   assert "compiling the train step" in text and "compiled the train step and ran step 1 in" in text
   assert "token acc (teacher-forced)" in text  # which accuracy the log shows
   assert committed_steps(w) == [2, 4]
+  ref = final_params(w, 4)
   data_files = [p for p in (ckdir / "4" / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
   biggest = max(data_files, key=lambda p: p.stat().st_size)
   with open(biggest, "r+b") as f:
@@ -213,17 +214,19 @@ def test_damaged_latest_checkpoint_falls_back_to_an_intact_one(tmp_path, capsys)
   assert f"resumed from step 2 (checkpoint {ckdir}/2)" in text and out["step"] == 4
   assert committed_steps(w) == [2, 4]
   assert (tmp_path / "checkpoints_damaged" / "4" / "state").is_dir()  # kept, not deleted
+  jax.tree.map(np.testing.assert_array_equal, ref, final_params(w, 4))  # retrained exactly
   (ckdir / "6").mkdir()  # an empty step directory
   out, text = _train_quiet(c, w, ts, capsys)
   assert f"warning: checkpoint {ckdir}/6 cannot be restored" in text
   assert f"resumed from step 4 (checkpoint {ckdir}/4)" in text and out["step"] == 4
   assert sorted(os.listdir(tmp_path / "checkpoints_damaged")) == ["4", "6"]
-  for step in committed_steps(w):  # every checkpoint damaged: an error, nothing deleted
+  for step in committed_steps(w):  # every checkpoint damaged: an error, nothing moved
     shutil.rmtree(ckdir / str(step) / "state")
-  with pytest.raises(resume.NoIntactCheckpointError, match="none of the checkpoints"):
+  with pytest.raises(resume.NoIntactCheckpointError, match=r"none of the checkpoints .*step 4: "
+                                                          r".*step 2: .*Nothing was moved"):
     train.train(c, w, train_step=ts)
-  assert committed_steps(w) == []
-  assert sorted(os.listdir(tmp_path / "checkpoints_damaged")) == ["2", "4", "4.1", "6"]
+  assert committed_steps(w) == [2, 4]
+  assert sorted(os.listdir(tmp_path / "checkpoints_damaged")) == ["4", "6"]
 
 
 def test_unwritable_workdir_is_one_error_line_before_any_work(exp, tmp_path):
