@@ -309,7 +309,7 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
                                workdir) if config.eval_every else None
     verifier = ts.objective.reward == "verifier"
     timer = metrics_lib.Timer(start)
-    out, step = {"step": start}, start
+    out, step, evaluated = {"step": start}, start, False
     if interrupt.signal is not None:  # during setup: nothing new to save
       resume.say(f"{interrupt.name}: stopped before training (nothing new to save).")
       out["preempted"] = 1.0
@@ -348,6 +348,9 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
                                               train_source, tokenizer))
         writer.write(step, {k: v for k, v in out.items() if k != "step"})
       if eval_now:
+        if not evaluated:
+          writer.note(f"evaluating at step {step} (the first evaluation compiles its decoding) ...")
+        evaluated = True
         tau = state_lib.tau_at(config.tau, config.steps, step - 1)
         em, text = evaluator(st["params"], step, tau)
         writer.write(step, em, split="eval")
