@@ -7,17 +7,27 @@ Layout of one checkpoint, <workdir>/checkpoints/<step>/:
 orbax writes each step into a temporary directory and renames it when complete, so a
 half-written checkpoint (a kill during a save) is never listed or restored. Every process
 takes part in saves; restoring checks every array's shape against the model first and
-writes nothing if one differs.
+writes nothing if one differs. A checkpoint that cannot be used (damaged, or holding the
+parameters whose loss was NaN/inf) is moved aside to <workdir>/checkpoints_<why>/, never deleted.
+
+PREEMPTED_EXIT_CODE: what ``python -m slnjax.main`` exits with after SIGTERM / SIGINT made it
+save and stop before config.steps, so that a scheduler requeues it (launch/slurm.sbatch does).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 
 import grain.checkpoint as grain_ckpt
 import jax
 import orbax.checkpoint as ocp
+
+
+# EX_TEMPFAIL of sysexits.h ("temporary failure; the user is invited to retry"): distinct from
+# 0 (finished), 1 (an error), 2 (a usage error) and 128+N (killed by signal N).
+PREEMPTED_EXIT_CODE = 75
 
 
 class ShapeMismatchError(ValueError):
@@ -131,6 +141,22 @@ class Checkpointer:
     if data_iter is not None:
       args["data"] = grain_ckpt.CheckpointSave(data_iter)
     self.manager.save(step, args=ocp.args.Composite(**args), force=True)
+
+  def set_aside(self, step: int, why: str) -> str:
+    """Moves <directory>/<step> to <directory>_<why>/<step> (a free name; process 0 moves it,
+    nothing is deleted) and returns where it went."""
+    dest_dir = f"{self.directory}_{why}"
+    dest, n = os.path.join(dest_dir, str(step)), 1
+    while os.path.exists(dest):
+      dest, n = os.path.join(dest_dir, f"{step}.{n}"), n + 1
+    if jax.process_index() == 0:
+      os.makedirs(dest_dir, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"slnjax set aside checkpoint {step}")
+    self.manager.reload()
+    return dest
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

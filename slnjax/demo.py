@@ -21,8 +21,8 @@ with the verifier on 98% of turns; 1-digit problems stop after 1.00 turn (accura
 
 Then it prints the accuracy after the first turn and after the loop, the mean number of
 turns (per difficulty: adaptive compute), how often the critic agrees with the verifier,
-and one dialogue transcript. Without --workdir it trains in a fresh temporary directory;
-with one it resumes there.
+and two dialogue transcripts: one that ends right and one that ends wrong. Without
+--workdir it trains in a fresh temporary directory; with one it resumes there.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import time
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where to train (default: a new temp dir).")
+_WORKDIR = None  # the --workdir flag, defined only when run as a program (tests import this)
 
 
 # Shorter than the experiments' budgets (3000 and 500 steps) so the demo fits ~10 minutes.
@@ -65,6 +65,22 @@ def _table(out: dict) -> str:
   return "\n".join(lines)
 
 
+def pick_dialogues(transcripts: str) -> list[tuple[str, str]]:
+  """(title, dialogue) for a success and a failure of the verifier on the final turn (each
+  when the transcripts have one; a dialogue of more than one turn first), from a
+  transcripts file of slnjax.evaluate."""
+  blocks = [b for b in transcripts.split("\n\n") if b.startswith("---")]
+  final = lambda b: [l for l in b.splitlines() if l.startswith("turn ")][-1:] or [""]
+  right = [b for b in blocks if final(b)[0].endswith("| correct")]
+  wrong = [b for b in blocks if final(b)[0].endswith("| wrong")]
+  out = []
+  for title, group in (("A dialogue from the test set that ends right (verifier: correct)", right),
+                       ("One that ends wrong (verifier: wrong)", wrong)):
+    if group:
+      out.append((title, next((b for b in group if "\nturn 2" in b), group[0])))
+  return out
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -75,6 +91,7 @@ def main(argv):
             ("actor_critic_td", experiment_config(
                 "actor_critic_td", init_from=os.path.join(workdir, "sft"),
                 **DEMO_STEPS["actor_critic_td"]))]
+  stages[-1][1].eval.transcripts = 32  # enough to hold a success and a failure
   results = {}
   for name, config in stages:
     print(f"== stage {name}: {config.model.kind} SLN, objective {config.objective.name}, "
@@ -84,6 +101,7 @@ def main(argv):
   minutes = (time.time() - t0) / 60
   sft = results["sft"]
   print(f"\nDone in {minutes:.1f} min. Test set: {out.get('eval/examples', 0):.0f} problems.")
+  print("Accuracy: the task verifier's exact match of the decoded answer (not token accuracy).")
   print("                          after SFT   after actor-critic")
   print(f"  accuracy after turn 1:   {sft['eval/acc_turn1']:>9.3f}   {out['eval/acc_turn1']:>18.3f}")
   print(f"  accuracy after the loop: {sft['eval/acc_final']:>9.3f}   {out['eval/acc_final']:>18.3f}")
@@ -96,12 +114,12 @@ def main(argv):
   path = os.path.join(workdir, "actor_critic_td", "transcripts", f"step_{out['step']}.txt")
   if os.path.exists(path):
     with open(path) as f:
-      blocks = [b for b in f.read().split("\n\n") if b.startswith("---")]
-    shown = next((b for b in blocks if "turn 2" in b), blocks[0] if blocks else "")
-    print("\nOne dialogue from the test set:\n" + shown.strip())
+      for title, block in pick_dialogues(f.read()):
+        print(f"\n{title}:\n{block.strip()}")
   print(f"\nMetrics: {workdir}/*/metrics.jsonl, TensorBoard: {workdir}/*/tb, "
         f"transcripts: {workdir}/*/transcripts/")
 
 
 if __name__ == "__main__":
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where to train (default: a new temp dir).")
   app.run(main)

@@ -20,7 +20,19 @@ import time
 import numpy as np
 
 # Shown first on the progress line, in this order, when present.
-_FIRST = ("loss", "critic_acc", "turns", "answer_acc", "reward_mean", "acc_turn1", "acc_final")
+_FIRST = ("loss", "token_acc", "critic_acc", "turns", "answer_acc", "reward_mean", "acc_turn1",
+          "acc_final")
+# The accuracies, named on the progress line by what they measure (the JSONL / TensorBoard
+# keys stay short): token accuracy under teacher forcing (the objective's own, on the target
+# tokens) against the task verifier's exact match of the decoded answer.
+LABELS = {
+    "token_acc": "token acc (teacher-forced)",
+    "token_acc_right": "right lobe token acc (teacher-forced)",
+    "answer_acc": "exact match (verifier, last turn)",
+    "acc_turn1": "exact match (verifier, turn 1)",
+    "acc_final": "exact match (verifier, last turn)",
+    "critic_acc": "critic agrees with verifier",
+}
 
 
 def _fmt(v: float) -> str:
@@ -35,16 +47,28 @@ def _rate(v: float) -> str:
   return f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.1f}"
 
 
+def duration(seconds: float) -> str:
+  """'45s', '12m05s', '3h07m'."""
+  s = int(round(seconds))
+  if s < 60:
+    return f"{s}s"
+  if s < 3600:
+    return f"{s // 60}m{s % 60:02d}s"
+  return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def progress_line(step: int, total: int, m: dict) -> str:
   parts = [f"step {step}/{total}"]
   if "steps_per_sec" in m:
     parts.append(f"{_rate(m['steps_per_sec'])} steps/s")
+    if total > step and m["steps_per_sec"] > 0:  # at the rate of the last interval
+      parts.append(f"ETA {duration((total - step) / m['steps_per_sec'])}")
   if "tokens_per_sec" in m:
     parts.append(f"{_rate(m['tokens_per_sec'])} tok/s")
   keys = [k for k in _FIRST if k in m]
   keys += sorted(k for k in m if k not in _FIRST and k not in ("steps_per_sec", "tokens_per_sec")
                  and "/" not in k)
-  parts += [f"{k} {_fmt(m[k])}" for k in keys]
+  parts += [f"{LABELS.get(k, k)} {_fmt(m[k])}" for k in keys]
   return " | ".join(parts)
 
 
@@ -200,6 +224,11 @@ class Writer:
     if echo:
       line = progress_line(step, self.total, metrics)
       print(line if split == "train" else f"{split}  {line}", file=self.stream, flush=True)
+
+  def note(self, text: str):
+    """One line for the person watching (process 0's stream only)."""
+    if self.enabled:
+      print(text, file=self.stream, flush=True)
 
   def text(self, step: int, tag: str, text: str):
     if self.enabled:

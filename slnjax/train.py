@@ -8,18 +8,18 @@
 A step: key = fold_in(state.rng, step) split into a rollout key and an update key; the
 objective's loss is differentiated with respect to the trainable lobes only (each with its
 own optimizer); ``inner_steps`` updates run inside the step (a while_loop that also stops
-when ``inner_done(metrics)`` holds). A NaN/inf loss or gradient leaves the parameters and
-optimizer states unchanged and records the step in state["nonfinite"]; the loop checks it
-whenever it logs or saves, and stops with a message (no checkpoint is written after it).
+when ``inner_done(metrics)`` holds). A NaN/inf loss, gradient or updated parameter leaves the
+parameters and optimizer states unchanged and records the step in state["nonfinite"]; the
+loop checks it whenever it logs or saves, and stops with a message (no checkpoint is written
+after it; slnjax/resume.py: interruptions, resumes, the NaN stop).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
-import signal
+import time
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
 from slnjax import checkpoint, data, eval_report, evaluate, evaluate_wide, metrics as metrics_lib
-from slnjax import objectives, parallel, train_flops
+from slnjax import objectives, parallel, resume, train_flops
 from slnjax import config as cfg
 from slnjax import state as state_lib
 
@@ -41,8 +41,7 @@ BATCH_KEYS_B = ("prompt_len", "target_len", "difficulty", "index", "valid")
 BATCH_KEYS_BT = ("ids", "prompt_mask", "loss_mask")
 
 
-class NonFiniteError(FloatingPointError):
-  """A loss or gradient became NaN or infinite."""
+NonFiniteError = resume.NonFiniteError
 
 
 class TrainStep(NamedTuple):
@@ -144,6 +143,7 @@ def make_train_step(config: config_dict.ConfigDict, mesh) -> TrainStep:
       new_params[n] = optax.apply_updates(params[n], updates)
       m[f"grad_norm/{n}"] = optax.global_norm(grads[n]).astype(jnp.float32)
       ok &= jnp.isfinite(m[f"grad_norm/{n}"])
+      ok &= jax.tree.reduce(lambda a, x: a & jnp.isfinite(x).all(), new_params[n], True)
     return new_params, new_opt, m, ok
 
   def step(st, batch, rollout=None):
@@ -240,48 +240,6 @@ def load_sources(config) -> tuple[Any, Any]:
           data.load_source(name, split, data_dir, tcfg))
 
 
-def _scalar(x) -> int:
-  return int(np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x))
-
-
-class _Preemption:
-  """SIGTERM sets a flag (checked once per step); other processes learn of it through
-  orbax's preemption sync point."""
-
-  def __init__(self):
-    self.signalled, self._prev = False, None
-    try:
-      self._prev = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no handler
-      pass
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.signalled = True
-
-  def reached(self, step: int, ckpt: checkpoint.Checkpointer) -> bool:
-    if jax.process_count() > 1:
-      return bool(ckpt.manager.reached_preemption(step)) or self.signalled
-    return self.signalled
-
-  def restore(self):
-    if self._prev is not None:
-      signal.signal(signal.SIGTERM, self._prev)
-
-
-def _check_finite(st, step: int, ckpt: checkpoint.Checkpointer):
-  bad = _scalar(st["nonfinite"])
-  if bad >= 0:
-    ckpt.wait()
-    last = ckpt.latest_step()
-    where = (f"the last good checkpoint (step {last}) in {ckpt.directory} is intact"
-             if last is not None else "no checkpoint had been written")
-    raise NonFiniteError(
-        f"Loss or gradient is NaN/inf at step {bad + 1} (seen at step {step}); training "
-        f"stopped and nothing more was saved: {where}. Lower the learning rate "
-        f"(config.optim.*.lr), tighten clip_norm, or raise tau.")
-
-
 def _start_from(ts: TrainStep, st: dict, source: str) -> dict:
   """Replaces the fresh parameters (and frozen copies) with another run's."""
   loaded = checkpoint.load_params(source, ts.abstract_state["params"])
@@ -302,57 +260,83 @@ def _evaluate(evaluator, st, step: int, config, writer) -> dict:
 
 
 def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
-          train_step: TrainStep | None = None) -> dict:
-  """Trains (resuming from <workdir>/checkpoints if present); returns the final metrics
-  (train metrics of the last log, eval metrics prefixed "eval/"). ``train_step``: a
-  make_train_step(config, mesh) result to reuse (its compiled functions)."""
-  config = cfg.finalize(config)
-  if train_step is not None:
-    mesh = train_step.mesh
-  mesh = mesh or parallel.make_mesh(tuple(config.mesh.ici), tuple(config.mesh.dcn))
-  if data.get_task(config.task.name).executes_code:  # before any model-written program runs
-    data.require_sandbox(config.task.allow_unsandboxed_code)
-  ts = train_step or make_train_step(config, mesh)
-  tokenizer = data.load_tokenizer(config.task.tokenizer or None)
-  train_source, eval_source = load_sources(config)
-  B, P, M = config.batch_size, config.prompt_len, cfg.target_len(config)
-  ds = data.make_dataset(train_source, tokenizer, batch_size=data.per_process_batch_size(B),
-                         prompt_len=P, target_len=M, seed=config.seed, shuffle=True,
-                         bank=cfg.bank_shape(config))
-  it = iter(ds)
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  start = ckpt.latest_step()
-  if start is not None:  # checks every shape before anything is written
-    st, it = ckpt.restore(start, ts.abstract_state, it)
-    logging.info("resumed from %s/%d", ckpt.directory, start)
-  else:
-    start, st = 0, ts.init_fn(jax.random.PRNGKey(config.seed))
-    if config.init_from:
-      st = _start_from(ts, st, config.init_from)
-  lead = jax.process_index() == 0
-  if lead:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  writer = metrics_lib.Writer(workdir, enabled=lead, start_step=start, total_steps=config.steps)
-  flop_ledger = train_flops.Ledger.open(workdir, config, start, enabled=lead)
-  make_evaluator = evaluate_wide.WideEvaluator if cfg.is_wide(config) else evaluate.Evaluator
-  evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
-                             workdir) if config.eval_every else None
-  final_evaluator = None
-  if config.eval.final_split:  # e.g. the test split, once, after the last step
-    final_source = data.load_source(config.task.name, config.eval.final_split,
-                                    config.task.data_dir or None, task_config(config))
-    final_evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, final_source,
-                                     os.path.join(workdir, "final"))
-  verifier = ts.objective.reward == "verifier"
-  preempt = _Preemption()
-  timer = metrics_lib.Timer(start)
-  out, step = {"step": start}, start
+          train_step: TrainStep | None = None, allow_schedule_change: bool = False) -> dict:
+  """Trains (resuming from the newest intact checkpoint in <workdir>/checkpoints, if any);
+  returns the final metrics (train metrics of the last log, eval metrics prefixed "eval/";
+  "preempted": 1.0 when SIGTERM/SIGINT stopped it early). ``train_step``: a
+  make_train_step(config, mesh) result to reuse (its compiled functions).
+  ``allow_schedule_change``: resume even if the learning-rate or tau schedule of the steps
+  still to run differs from the checkpoint's (resume.check_schedule)."""
+  interrupt = resume.Interrupt()  # from the start: a signal during setup stops before step 1
   try:
-    while step < config.steps:
+    return _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt)
+  finally:
+    interrupt.restore()
+
+
+def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) -> dict:
+  config = cfg.finalize(config)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  writer = None
+  try:
+    model = train_step.model if train_step is not None else cfg.build_model(config)
+    schedule = functools.partial(
+        resume.check_schedule, config=config, lobes=state_lib.trainable_lobes(model),
+        allow=allow_schedule_change,
+        updates_per_step=_inner_steps(objectives.get(config.objective.name), config.objective))
+    if not allow_schedule_change:  # refuse before the slow setup; again once restored
+      resume.check_schedule_early(ckpt, schedule)
+    if train_step is not None:
+      mesh = train_step.mesh
+    mesh = mesh or parallel.make_mesh(tuple(config.mesh.ici), tuple(config.mesh.dcn))
+    if data.get_task(config.task.name).executes_code:  # before any model-written program runs
+      data.require_sandbox(config.task.allow_unsandboxed_code)
+    ts = train_step or make_train_step(config, mesh)
+    tokenizer = data.load_tokenizer(config.task.tokenizer or None)
+    train_source, eval_source = load_sources(config)
+    B, P, M = config.batch_size, config.prompt_len, cfg.target_len(config)
+    ds = data.make_dataset(train_source, tokenizer, batch_size=data.per_process_batch_size(B),
+                           prompt_len=P, target_len=M, seed=config.seed, shuffle=True,
+                           bank=cfg.bank_shape(config))
+    it = iter(ds)
+    found = resume.restore_latest(ckpt, ts.abstract_state, it)  # checks shapes before writing
+    if found is not None:
+      start, st, it, saved = found
+      schedule(saved, step=start)
+      resume.say(f"resumed from step {start} (checkpoint {ckpt.directory}/{start})")
+    else:
+      start, st = 0, ts.init_fn(jax.random.PRNGKey(config.seed))
+      if config.init_from:
+        st = _start_from(ts, st, config.init_from)
+    lead = jax.process_index() == 0
+    if lead:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    writer = metrics_lib.Writer(workdir, enabled=lead, start_step=start,
+                                total_steps=config.steps)
+    flop_ledger = train_flops.Ledger.open(workdir, config, start, enabled=lead)
+    make_evaluator = evaluate_wide.WideEvaluator if cfg.is_wide(config) else evaluate.Evaluator
+    evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
+                               workdir) if config.eval_every else None
+    final_evaluator = None
+    if config.eval.final_split:  # e.g. the test split, once, after the last step
+      final_source = data.load_source(config.task.name, config.eval.final_split,
+                                      config.task.data_dir or None, task_config(config))
+      final_evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer,
+                                       final_source, os.path.join(workdir, "final"))
+    verifier = ts.objective.reward == "verifier"
+    timer = metrics_lib.Timer(start)
+    out, step, evaluated = {"step": start}, start, False
+    if interrupt.signal is not None:  # during setup: nothing new to save
+      resume.say(f"{interrupt.name}: stopped before training (nothing new to save).")
+      out["preempted"] = 1.0
+    while step < config.steps and "preempted" not in out:
       batch = data.global_batch(next(it), mesh)
       r = None
+      if step == start:
+        t0 = time.perf_counter()
+        writer.note("compiling the train step (the first step waits for it) ...")
       if ts.rollout_fn is None:
         st, m = ts.step_fn(st, batch)
       else:
@@ -364,15 +348,17 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
       step += 1
       if step == start + 1:  # rates exclude compilation: time from the first step's end
         jax.block_until_ready(m)
+        writer.note(f"compiled the train step and ran step {step} in "
+                    f"{time.perf_counter() - t0:.1f} s")
         timer = metrics_lib.Timer(step)
       final = step == config.steps
-      term = preempt.reached(step, ckpt)
+      term = interrupt.reached(step, ckpt)
       log_now = step % config.log_every == 0 or final or term
       eval_now = bool(evaluator) and (step % config.eval_every == 0 or final)
       save_now = term or (config.checkpoint_every and (step % config.checkpoint_every == 0
                                                        or final))
       if log_now or eval_now or save_now:
-        _check_finite(st, step, ckpt)
+        resume.check_finite(st, step, ckpt)
       if log_now:
         out = {"step": step, **metrics_lib.to_python(m), **timer.rates(step, B * (P + M)),
                **flop_ledger.metrics(step)}
@@ -382,6 +368,9 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
                                               train_source, tokenizer))
         writer.write(step, {k: v for k, v in out.items() if k != "step"})
       if eval_now:
+        if not evaluated:
+          writer.note(f"evaluating at step {step} (the first evaluation compiles its decoding) ...")
+        evaluated = True
         out.update(_evaluate(evaluator, st, step, config, writer))
       if final and final_evaluator:
         tau = state_lib.tau_at(config.tau, config.steps, step - 1)
@@ -392,9 +381,8 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
         ckpt.save(step, st, it, config)
         flop_ledger.write(step)
       if term:
-        logging.warning("SIGTERM: saved a checkpoint at step %d; exiting.", step)
+        resume.say(f"{interrupt.name}: saved a checkpoint at step {step} in {ckpt.directory}.")
         out["preempted"] = 1.0
-        break
     if start >= config.steps and evaluator:  # a finished run, started again: evaluate
       out.update(_evaluate(evaluator, st, step, config, writer))
     if step >= config.steps and config.eval.report and "preempted" not in out:
@@ -403,8 +391,8 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
                                                               eval_source})
     writer.flush()
   finally:
-    preempt.restore()
     ckpt.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
   out["step"] = step
   return out

@@ -1,7 +1,9 @@
-"""Checkpoints: SIGTERM -> save -> resume; SIGKILL -> resume -> the exact parameters of an
-uninterrupted run; half-written checkpoints ignored; a shape mismatch stops cleanly."""
+"""Checkpoints: SIGTERM / SIGINT -> save -> exit 75 -> resume; SIGKILL -> resume -> the exact
+parameters of an uninterrupted run; half-written checkpoints ignored; a damaged latest one
+moved aside for the previous one; a shape mismatch or an unwritable workdir stops cleanly."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from slnjax import checkpoint, config as cfg, train
+from slnjax import checkpoint, config as cfg, resume, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
@@ -98,21 +100,44 @@ def test_sigkill_resume_gives_identical_parameters(exp, tmp_path):
   assert rows(ref) == rows(killed)  # identical metrics, step by step
 
 
-def test_sigterm_saves_and_resumes(exp, tmp_path):
-  w = str(tmp_path / "w")
-  proc = start(exp, w, "--config.steps=100000", "--config.checkpoint_every=0",
-               "--config.log_every=1")
-  wait_for(lambda: os.path.exists(os.path.join(w, "metrics.jsonl"))
-           and len(open(os.path.join(w, "metrics.jsonl")).readlines()) >= 3, proc)
-  proc.send_signal(signal.SIGTERM)
+def _interrupt(exp, w, sig, min_rows, *overrides):
+  """Starts a run, sends ``sig`` once metrics.jsonl has min_rows rows; (stdout, stderr)."""
+  proc = start(exp, w, "--config.checkpoint_every=0", "--config.log_every=1", *overrides)
+  path = os.path.join(w, "metrics.jsonl")
+  wait_for(lambda: os.path.exists(path) and len(open(path).readlines()) >= min_rows, proc)
+  proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-3000:]
+  assert proc.returncode == checkpoint.PREEMPTED_EXIT_CODE == 75, err[-3000:]
+  assert "Traceback" not in err and "preempted:" in out
+  return out, err
+
+
+def test_signals_save_exit_for_requeue_and_resume(exp, tmp_path):
+  """SIGTERM (preemption), then SIGINT (Ctrl-C) of the resumed run: each saves and exits
+  with PREEMPTED_EXIT_CODE. In between, a resume whose --config.steps changes the (cosine)
+  learning-rate schedule is refused with one error line, writing nothing; with
+  --allow_schedule_change it says what changes and where it resumed from."""
+  w = str(tmp_path / "w")
+  cosine = ("--config.optim.left.warmup_steps=0", "--config.optim.right.warmup_steps=0")
+  out, _ = _interrupt(exp, w, signal.SIGTERM, 3, "--config.steps=100000", *cosine)
   (s,) = committed_steps(w)
-  assert s >= 3 and "done:" in out
-  r = run(w and exp, w, f"--config.steps={s + 2}", "--config.checkpoint_every=0",
-          "--config.log_every=1")
-  assert f"step {s + 1}/{s + 2}" in r.stdout and f"step {s}/" not in r.stdout
-  assert [row["step"] for row in rows(w)] == list(range(1, s + 3))
+  assert s >= 3 and "SIGTERM: saving" in out and f"saved a checkpoint at step {s}" in out
+  before = open(os.path.join(w, "metrics.jsonl")).read()
+  r = subprocess.run(command(exp, w, "--config.steps=1000", *cosine), capture_output=True,
+                     text=True, env=ENV, cwd=ROOT, timeout=300)
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert r.returncode == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert "config.steps 100000 -> 1000" in errors[0] and "learning rate of left" in errors[0]
+  assert "--allow_schedule_change" in errors[0]
+  assert open(os.path.join(w, "metrics.jsonl")).read() == before  # nothing written
+  out, _ = _interrupt(exp, w, signal.SIGINT, s + 3, "--config.steps=200000",
+                      "--allow_schedule_change", *cosine)
+  assert f"warning: resuming at step {s} with a changed schedule" in out
+  assert f"resumed from step {s} (checkpoint {w}/checkpoints/{s})" in out
+  assert "SIGINT (Ctrl-C): saving" in out and f"step {s}/" not in out
+  s2 = max(committed_steps(w))
+  assert s2 > s + 2 and f"saved a checkpoint at step {s2}" in out
+  assert [row["step"] for row in rows(w)] == list(range(1, s2 + 1))
 
 
 def _zeros_state(config):
@@ -159,3 +184,70 @@ def test_half_written_checkpoint_is_never_restored(tmp_path):
   assert ck.latest_step() == 2
   restored, _ = ck.restore(2, ts.abstract_state, None)
   assert int(restored["step"]) == 0
+
+
+def _train_quiet(config, workdir, ts, capsys):
+  out = train.train(config, workdir, train_step=ts)
+  return out, capsys.readouterr().out
+
+
+def test_damaged_latest_checkpoint_falls_back_to_an_intact_one(tmp_path, capsys):
+  """A truncated file in the latest checkpoint, then an empty step directory: each is moved
+  to checkpoints_damaged/ (one line), the run resumes from the newest intact one; with
+  none intact, an error that moves nothing."""
+  c = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR), steps=4, log_every=1,
+                     checkpoint_every=2)
+  ts = train.make_train_step(c, __import__("slnjax.parallel").parallel.make_mesh())
+  w, ckdir = str(tmp_path), tmp_path / "checkpoints"
+  _, text = _train_quiet(c, w, ts, capsys)
+  assert "compiling the train step" in text and "compiled the train step and ran step 1 in" in text
+  assert "token acc (teacher-forced)" in text  # which accuracy the log shows
+  assert committed_steps(w) == [2, 4]
+  ref = final_params(w, 4)
+  data_files = [p for p in (ckdir / "4" / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
+  biggest = max(data_files, key=lambda p: p.stat().st_size)
+  with open(biggest, "r+b") as f:
+    f.truncate(biggest.stat().st_size // 2)
+  out, text = _train_quiet(c, w, ts, capsys)
+  assert f"warning: checkpoint {ckdir}/4 cannot be restored" in text
+  assert f"moved it to {tmp_path}/checkpoints_damaged/4" in text
+  assert f"resumed from step 2 (checkpoint {ckdir}/2)" in text and out["step"] == 4
+  assert committed_steps(w) == [2, 4]
+  assert (tmp_path / "checkpoints_damaged" / "4" / "state").is_dir()  # kept, not deleted
+  jax.tree.map(np.testing.assert_array_equal, ref, final_params(w, 4))  # retrained exactly
+  (ckdir / "6").mkdir()  # an empty step directory
+  out, text = _train_quiet(c, w, ts, capsys)
+  assert f"warning: checkpoint {ckdir}/6 cannot be restored" in text
+  assert f"resumed from step 4 (checkpoint {ckdir}/4)" in text and out["step"] == 4
+  assert sorted(os.listdir(tmp_path / "checkpoints_damaged")) == ["4", "6"]
+  for step in committed_steps(w):  # every checkpoint damaged: an error, nothing moved
+    shutil.rmtree(ckdir / str(step) / "state")
+  with pytest.raises(resume.NoIntactCheckpointError, match=r"none of the checkpoints .*step 4: "
+                                                          r".*step 2: .*Nothing was moved"):
+    train.train(c, w, train_step=ts)
+  assert committed_steps(w) == [2, 4]
+  assert sorted(os.listdir(tmp_path / "checkpoints_damaged")) == ["4", "6"]
+
+
+def test_unwritable_workdir_is_one_error_line_before_any_work(exp, tmp_path):
+  (tmp_path / "file").write_text("")
+  workdir = str(tmp_path / "file" / "run")  # a directory inside a file: never creatable
+  r = subprocess.run(command(exp, workdir), capture_output=True, text=True, env=ENV, cwd=ROOT,
+                     timeout=120)
+  assert r.returncode == 2 and r.stdout == "", r.stderr[-3000:]
+  assert r.stderr.strip().splitlines() == [
+      f"error: --workdir={workdir} cannot be written to (Not a directory: {workdir}); choose a "
+      f"directory you can write to."]
+
+
+def test_second_ctrl_c_stops_at_once():
+  prev = signal.getsignal(signal.SIGINT)
+  interrupt = resume.Interrupt()
+  try:
+    interrupt._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+    assert interrupt.name == "SIGINT (Ctrl-C)"
+    with pytest.raises(KeyboardInterrupt):
+      interrupt._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+  finally:
+    interrupt.restore()
+  assert signal.getsignal(signal.SIGINT) is prev

@@ -100,3 +100,28 @@ def test_install_line_is_idempotent_shell():
   assert "test -x .venv/bin/python ||" in line and "cmp -s setup.py" in line
   p = subprocess.run(["bash", "-n", "-c", line], capture_output=True, text=True, check=False)
   assert p.returncode == 0, p.stderr
+
+
+def test_slurm_requeues_a_preempted_run_only(tmp_path):
+  """With stand-ins for srun and scontrol: exit code PREEMPTED_EXIT_CODE (what slnjax.main
+  exits with after SIGTERM / SIGINT saved a checkpoint) requeues the job; 0 and errors do
+  not, and the script exits with the run's code."""
+  from slnjax import checkpoint  # pylint: disable=g-import-not-at-top
+  text = open(os.path.join(LAUNCH, "slurm.sbatch")).read()
+  assert "#SBATCH --requeue\n" in text
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  (fake / "srun").write_text('#!/bin/sh\nexit "$FAKE_RC"\n')
+  (fake / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
+  for f in ("srun", "scontrol"):
+    os.chmod(fake / f, 0o755)
+  for rc in (checkpoint.PREEMPTED_EXIT_CODE, 0, 1):
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLNJAX_ROOT": ROOT, "FAKE_RC": str(rc)}
+    p = subprocess.run(["bash", os.path.join(LAUNCH, "slurm.sbatch"), *ARGS[:2]], cwd=ROOT,
+                       env=env, capture_output=True, text=True, check=False)
+    assert p.returncode == rc, p.stderr
+    log = tmp_path / "scontrol.log"
+    assert (log.read_text() if log.exists() else "") == (
+        "requeue 4242\n" if rc == checkpoint.PREEMPTED_EXIT_CODE else ""), rc
+    log.unlink(missing_ok=True)

@@ -129,7 +129,7 @@ def test_two_processes_match_one_process(runs):
 def test_two_process_checkpoint_restores_in_one_process(runs):
   _, two, _, args = runs
   out = _run([sys.executable, "-m", "slnjax.main", *args, "--config.steps=21",
-              f"--workdir={two}"], 8, 300)
+              "--allow_schedule_change", f"--workdir={two}"], 8, 300)  # 20 -> 21 steps
   assert "step 21/21" in out
   losses = _losses(two)
   assert sorted(losses) == [5, 10, 15, 20, 21]  # resumed at 20, not from scratch

@@ -2,11 +2,13 @@
 verifier rewards, logs."""
 import json
 import os
+import re
 import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from slnjax import checkpoint, config as cfg, data, evaluate, loop, metrics, objectives, parallel
@@ -66,10 +68,10 @@ def sft_step():
 
 
 # Two SFT steps on one batch of the smoke config from PRNGKey(0) (CPU, float32).
-GOLDEN = [{"loss": 5.553130149841309, "grad_norm/left": 2.1819496154785156, "accuracy": 0.0,
+GOLDEN = [{"loss": 5.553130149841309, "grad_norm/left": 2.1819496154785156, "token_acc": 0.0,
            "grad_norm/right": 0.0, "lr/left": 0.003},
           {"loss": 5.449092388153076, "grad_norm/left": 2.1473562717437744,
-           "accuracy": 0.1111111119389534, "lr/left": 0.0026045942213386297}]
+           "token_acc": 0.1111111119389534, "lr/left": 0.0026045942213386297}]
 
 
 def test_golden_two_step_metrics(sft_step):
@@ -141,6 +143,88 @@ def test_nan_stops_and_keeps_last_checkpoint(tmp_path):
   assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(st["params"]))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [1, 2, 3]  # step 4 was never logged as a good step
+
+
+def _params(directory, step):
+  mngr = ocp.CheckpointManager(str(directory),
+                               item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))[
+      "state"]["params"]
+
+
+def _largest(params) -> float:  # nan if any is
+  return max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(params))
+
+
+def test_nan_after_blown_up_weights_names_a_good_checkpoint(tmp_path):
+  """lr 1e30 (after one warmup step at lr 0): the update of step 2 gives finite but huge
+  weights, whose loss (step 3) is NaN/inf. The checkpoint of step 2 holds them: it is moved
+  aside (not deleted), and the advice names step 1, whose weights are sane."""
+  lr = dict(lr=1e30, warmup_steps=3)
+  c = smoke(steps=8, log_every=1, checkpoint_every=1, optim=dict(left=lr, right=lr))
+  with pytest.raises(train.NonFiniteError, match=r"at step 3 .*last good checkpoint \(step 1\)"
+                                                 r".*step 2 .*moved to .*checkpoints_rejected/2"):
+    train.train(c, str(tmp_path))
+  assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]
+  assert (tmp_path / "checkpoints_rejected" / "2" / "state").is_dir()
+  good, bad = _params(tmp_path / "checkpoints", 1), _params(tmp_path / "checkpoints_rejected", 2)
+  assert _largest(good) < 1e3 and _largest(bad) > 1e20 and np.isfinite(_largest(bad))
+
+
+def test_an_update_to_nonfinite_parameters_is_dropped(sft_step):
+  """Adam moments of 3e38 make the update of a finite loss and gradient overflow to inf: the
+  step keeps the old parameters and records the step, so the loop never saves them."""
+  _, ts, batch = sft_step
+  st = ts.init_fn(jax.random.PRNGKey(0))
+  huge = lambda path, x: (jnp.full_like(x, 3e38) if "mu" in jax.tree_util.keystr(path) else x)
+  st = {**st, "opt": jax.tree_util.tree_map_with_path(huge, st["opt"])}
+  before = jax.tree.map(np.asarray, st["params"])
+  st, m = ts.step_fn(st, batch)
+  assert np.isfinite(metrics.to_python(m)["loss"]) and int(st["nonfinite"]) == 0
+  jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, st["params"]))
+
+
+def test_progress_line_names_accuracies_and_shows_eta():
+  line = metrics.progress_line(10, 110, {"steps_per_sec": 2.0, "token_acc": 0.5,
+                                         "answer_acc": 0.25, "critic_acc": 0.75})
+  assert "ETA 50s" in line and "token acc (teacher-forced) 0.5" in line
+  assert "exact match (verifier, last turn) 0.25" in line
+  assert "critic agrees with verifier 0.75" in line
+  assert "ETA" not in metrics.progress_line(110, 110, {"steps_per_sec": 2.0})
+  assert [metrics.duration(s) for s in (45, 725, 3725)] == ["45s", "12m05s", "1h02m"]
+
+
+TRANSCRIPTS = """step 300
+
+--- record 1 (difficulty 1) ---
+prompt:  1+2=
+target:  3
+turn 1: left '3' | score 0.910 | correct
+halted: threshold after 1 turn(s)
+
+--- record 2 (difficulty 2) ---
+prompt:  12+9=
+target:  21
+turn 1: left '20' | score 0.200 | wrong
+turn 2: left '21' | score 0.800 | correct
+halted: threshold after 2 turn(s)
+
+--- record 3 (difficulty 3) ---
+prompt:  512+9=
+target:  521
+turn 1: left '520' | score 0.100 | correct
+turn 2: left '52' | score 0.300 | wrong
+halted: idl_limit after 2 turn(s)
+"""
+
+
+def test_demo_shows_a_success_and_a_failure():
+  from slnjax import demo  # pylint: disable=g-import-not-at-top
+  (t1, right), (t2, wrong) = demo.pick_dialogues(TRANSCRIPTS)
+  assert "ends right" in t1 and "record 2" in right  # the one that used the loop
+  assert "ends wrong" in t2 and "record 3" in wrong
+  only_right = TRANSCRIPTS.split("\n\n--- record 3")[0]
+  assert [t for t, _ in demo.pick_dialogues(only_right)] == [t1]
 
 
 @pytest.mark.slow

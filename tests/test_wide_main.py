@@ -2,7 +2,6 @@
 evaluation (accuracy, iterations per difficulty, expert usage), checkpoints and resume."""
 import importlib.util
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -114,7 +113,7 @@ def test_flat_metrics_of_a_summary():
 
 @pytest.mark.parametrize("name", [EXPERIMENTS[0]] + [
     pytest.param(n, marks=pytest.mark.slow) for n in EXPERIMENTS[1:]])
-def test_train_evaluate_checkpoint_and_resume(name, tmp_path, caplog):
+def test_train_evaluate_checkpoint_and_resume(name, tmp_path, capsys):
   c = experiment(name, steps=4, log_every=1, eval_every=2, checkpoint_every=2)
   ts = train.make_train_step(c, parallel.make_mesh())
   w = str(tmp_path / "w")
@@ -145,9 +144,10 @@ def test_train_evaluate_checkpoint_and_resume(name, tmp_path, caplog):
   # Resume: drop the last checkpoint; the rerun restores step 2 and reaches the same state.
   ref = final_params(w, 4)
   shutil.rmtree(os.path.join(w, "checkpoints", "4"))
-  with caplog.at_level(logging.INFO):
-    again = train.train(c, w, train_step=ts)
-  assert f"resumed from {os.path.join(w, 'checkpoints')}/2" in caplog.text
+  capsys.readouterr()
+  again = train.train(c, w, train_step=ts)
+  assert f"resumed from step 2 (checkpoint {os.path.join(w, 'checkpoints')}/2)" in \
+      capsys.readouterr().out
   jax.tree.map(np.testing.assert_array_equal, ref, final_params(w, 4))
   assert rows(w) == logged  # the same metrics, evaluation included, step by step
   assert again["eval/accuracy"] == out["eval/accuracy"]

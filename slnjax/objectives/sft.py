@@ -58,11 +58,11 @@ def sft_loss(ctx, params, frozen, batch, rollout, rng):
   mask_BT = batch["loss_mask"] * batch_valid(batch)[:, None]
   pl, pr = sln.roles(model, params)
   nll, acc = masked_nll(model.spec.left, pl, batch["ids"], mask_BT)
-  loss, metrics = nll, {"nll": nll, "accuracy": acc}
+  loss, metrics = nll, {"nll": nll, "token_acc": acc}
   if hp["right_weight"]:
     nll_r, acc_r = masked_nll(model.spec.right, pr, batch["ids"], mask_BT)
     loss = loss + hp["right_weight"] * nll_r
-    metrics.update(nll_right=nll_r, accuracy_right=acc_r)
+    metrics.update(nll_right=nll_r, token_acc_right=acc_r)
   metrics["loss"] = loss
   return loss, metrics
 
