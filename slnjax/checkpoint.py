@@ -20,6 +20,11 @@ import jax
 import orbax.checkpoint as ocp
 
 
+# EX_TEMPFAIL of sysexits.h ("temporary failure; the user is invited to retry"): distinct from
+# 0 (finished), 1 (an error), 2 (a usage error) and 128+N (killed by signal N).
+PREEMPTED_EXIT_CODE = 75
+
+
 class ShapeMismatchError(ValueError):
   """A checkpoint's arrays do not fit the model the config describes."""
 
