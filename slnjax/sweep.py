@@ -1,6 +1,6 @@
 r"""Ablation runner: train each setting of a sweep (with several seeds), tabulate and plot.
 
-    python -m slnjax.sweep --config experiments/sft.py --workdir DIR \
+    python -m slnjax.sweep --config experiments/bptt.py --workdir DIR \
         --sweep model.loop.bptt_depth=1,2,4,-1 [--sweep KEY=V1,V2 ...] [--seeds 3] [--config.k=v]
     python -m slnjax.sweep --config experiments/tbptt_depth.py[:arg] --workdir DIR
 
@@ -10,9 +10,11 @@ config file's ``get_sweep(arg) -> {"key": ..., "values": [...], "labels": [...]}
 sweep. ``--seeds N`` trains each setting with seeds config.seed, +1, ..., +N-1.
 
 Each run trains in DIR/<setting>/seed=<s>/ and always checkpoints (checkpoint_every=0 becomes
-a tenth of the run). A rerun reads finished runs back from their workdirs (slnjax/
-sweep_report.py), resumes an interrupted one from its checkpoint and trains the rest; a run
-dir whose config.json differs from the run's config now is an error, not a silent mix.
+about a tenth of the run, on logging steps). A rerun reads finished runs back from their
+workdirs (slnjax/sweep_report.py), resumes an interrupted one from its checkpoint and trains
+the rest; a run dir whose config.json differs from the run's config now is an error, not a
+silent mix. A run that stops on a NaN/inf is a result (DIR/<setting>/seed=<s>/diverged.json),
+left out of the means and counted in the table.
 SIGTERM (preemption) saves the run in progress and stops the sweep with exit code 75
 (checkpoint.PREEMPTED_EXIT_CODE: "requeue me"); no table is written until a rerun finishes.
 SIGINT (Ctrl-C) stops it the same way (a second Ctrl-C at once, exit code 130).
@@ -20,7 +22,8 @@ When every run has finished: DIR/sweep.md (table), DIR/sweep.png (plot), DIR/swe
 (every number, per seed too): accuracy (mean ± standard error over seeds), the compiled
 memory of the train step (memory_analysis: temp + argument + output bytes, kept in
 DIR/<setting>/step_memory.json) and the step time (median and interquartile range over the
-logging intervals after compilation).
+logging intervals after compilation). Multi-process: every process reads the run dirs (a
+shared filesystem, as orbax's checkpoints need); process 0 writes the reports.
 """
 from __future__ import annotations
 
@@ -109,11 +112,15 @@ def with_value(config, key: str, value):
     near = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
     raise SweepError(f"{key!r} is not a config field" + (f"; did you mean {near[0]!r}?" if near
                      else f"; fields look like {names[:4]} (see slnjax/config.py)."))
+  old = node[leaf]
   try:
     with config.unlocked():
       node[leaf] = value
   except (TypeError, ValueError) as e:
-    raise SweepError(f"{key}={value!r}: {e}") from None
+    why = (f"the field is {type(old).__name__}, the value {type(value).__name__}"
+           if old is not None else str(e))
+    raise SweepError(f"{key}={value!r}: {why} (values are Python literals, e.g. 2, 0.5, "
+                     f"'soft', (1, 2)).") from None
   return config
 
 
@@ -216,7 +223,7 @@ def _device() -> str:
 
 def _memory(setting_dir: str, make_ts) -> dict:
   """The compiled step's memory, kept in <setting>/step_memory.json for reruns."""
-  from slnjax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  from slnjax import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(setting_dir, "step_memory.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -268,16 +275,18 @@ def run(settings: list[Setting], seeds: list[int], workdir: str, mesh=None) -> l
   import jax  # pylint: disable=g-import-not-at-top
   from slnjax import parallel, train  # pylint: disable=g-import-not-at-top
   lead = jax.process_index() == 0
-  total, i, rows = len(settings) * len(seeds), 0, []
+  # a sweep over config.seed itself: one run per setting, with the swept seed
+  seeds_of = {s.name: [s.config.seed] if "seed" in s.values else seeds for s in settings}
+  total, i, rows = sum(len(v) for v in seeds_of.values()), 0, []
   dirs = {s.name: os.path.join(workdir, s.name) for s in settings}
   for s in settings:  # before anything trains
-    for seed in seeds:
+    for seed in seeds_of[s.name]:
       check_rundir(os.path.join(dirs[s.name], f"seed={seed}"), seeded(s, seed))
   stop = _Stop()
   try:
     for s in settings:
       runs, ts, mesh_s = [], None, mesh
-      for seed in seeds:
+      for seed in seeds_of[s.name]:
         i += 1
         c = seeded(s, seed)
         rundir = os.path.join(dirs[s.name], f"seed={seed}")
@@ -293,7 +302,16 @@ def run(settings: list[Setting], seeds: list[int], workdir: str, mesh=None) -> l
         mesh_s = mesh_s or parallel.make_mesh(tuple(c.mesh.ici), tuple(c.mesh.dcn))
         ts = ts or train.make_train_step(c, mesh_s)  # shared by the seeds (same program)
         _memory(dirs[s.name], lambda: ts)
-        out = train.train(c, rundir, train_step=ts)
+        try:
+          out = train.train(c, rundir, train_step=ts)
+        except train.NonFiniteError as e:  # a result of this setting, kept: not retrained
+          print(f"[{i}/{total}] {s.name} seed={seed} stopped on NaN/inf: {e}", flush=True)
+          if lead:
+            os.makedirs(rundir, exist_ok=True)
+            with open(os.path.join(rundir, report.DIVERGED), "w") as f:
+              json.dump({"message": str(e)}, f)
+          runs.append(report.diverged(str(e)))
+          continue
         if out.get("preempted") or stop.name:
           raise Preempted(f"{stop.name or 'a signal'} during [{i}/{total}] {s.name} "
                           f"seed={seed}: saved at step {out['step']}/{c.steps} in {rundir}")
@@ -303,9 +321,9 @@ def run(settings: list[Setting], seeds: list[int], workdir: str, mesh=None) -> l
                              f"metrics.jsonl has no line at step {c.steps}.")
         runs.append(got)
       if lead:  # (every seed read back: the memory from its file, else compiled now)
-        make = lambda c=seeded(s, seeds[0]): ts or train.make_train_step(
+        make = lambda c=seeded(s, seeds_of[s.name][0]): ts or train.make_train_step(
             c, parallel.make_mesh(tuple(c.mesh.ici), tuple(c.mesh.dcn)))
-        rows.append(report.aggregate(s.values, s.labels, seeds, runs,
+        rows.append(report.aggregate(s.values, s.labels, seeds_of[s.name], runs,
                                      _memory(dirs[s.name], make)))
       jax.clear_caches()
   finally:
@@ -319,7 +337,7 @@ def main(argv):
   from slnjax import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize()
   import jax  # pylint: disable=g-import-not-at-top
-  from slnjax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  from slnjax import checkpoint  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   config = main_lib._CONFIG.value  # pylint: disable=protected-access
   workdir = main_lib._WORKDIR.value  # pylint: disable=protected-access
@@ -341,7 +359,7 @@ def main(argv):
     print(f"preempted: {e}. Rerun the same command to resume the sweep (exit code "
           f"{checkpoint.PREEMPTED_EXIT_CODE}: requeue).", file=sys.stderr, flush=True)
     sys.exit(checkpoint.PREEMPTED_EXIT_CODE)
-  except (train.NonFiniteError, ValueError) as e:
+  except ValueError as e:  # e.g. a run dir's checkpoints do not fit its setting's model
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:  # a second Ctrl-C

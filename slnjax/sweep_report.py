@@ -18,16 +18,26 @@ import os
 
 import numpy as np
 
+DIVERGED = "diverged.json"  # written by the sweep when a run stops on a NaN/inf
 # (name, split, column title): the per-run numbers aggregated over seeds.
 METRICS = (("acc_final", "eval", "accuracy (after loop)"),
            ("acc_turn1", "eval", "accuracy (turn 1)"),
            ("turns", "eval", "mean turns"), ("loss", "train", "final loss"))
 
 
+def diverged(message: str) -> dict:
+  """The result of a run that stopped on a NaN/inf (kept in <run>/diverged.json)."""
+  return {"diverged": message, "train": {}, "eval": {}, "step_ms": [],
+          **{name: None for name, _, _ in METRICS}}
+
+
 def read_run(workdir: str, steps: int, needs_eval: bool, save_every: int = 0) -> dict | None:
   """{"train": final train metrics, "eval": final eval metrics, "step_ms": [per interval],
   ...METRICS} or None when the run has not reached ``steps`` (or its final evaluation).
   ``save_every``: the run's checkpoint_every (intervals with a save are left out too)."""
+  if os.path.exists(os.path.join(workdir, DIVERGED)):
+    with open(os.path.join(workdir, DIVERGED)) as f:
+      return diverged(json.load(f)["message"])
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return None
@@ -80,7 +90,8 @@ def aggregate(values: dict, labels: dict, seeds: list[int], runs: list[dict],
     row[name], row[f"{name}_se"] = _mean_se([r[name] for r in runs])
   ms = [m for r in runs for m in r["step_ms"]]
   q25, med, q75 = (np.percentile(ms, [25, 50, 75]).tolist() if ms else [None] * 3)
-  row.update(step_ms=med, step_ms_q25=q25, step_ms_q75=q75, step_ms_intervals=len(ms))
+  row.update(step_ms=med, step_ms_q25=q25, step_ms_q75=q75, step_ms_intervals=len(ms),
+             diverged=sum(bool(r.get("diverged")) for r in runs))
   row["runs"] = [{"seed": s, **r} for s, r in zip(seeds, runs)]
   return row
 
@@ -99,6 +110,8 @@ def write_table(rows: list[dict], keys: list[str], path: str) -> str:
            if any(math.isfinite(r[n]) for r in rows)]
   head = [*keys, *(title for _, title in shown), "step memory MiB (temp / args / out)",
           "step time ms, median (IQR)"]
+  nan_runs = any(r["diverged"] for r in rows)  # their seeds are left out of the means
+  head += ["runs stopped on NaN/inf"] if nan_runs else []
   lines = [f"Each row: {note}. Step time: median over the logging intervals after "
            f"compilation (n intervals), with the interquartile range.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -113,6 +126,7 @@ def write_table(rows: list[dict], keys: list[str], path: str) -> str:
     cells.append("-" if r["step_ms"] is None else
                  f"{r['step_ms']:.1f} ({r['step_ms_q25']:.1f}-{r['step_ms_q75']:.1f}, "
                  f"n={r['step_ms_intervals']})")
+    cells += [f"{r['diverged']} of {len(r['seeds'])}"] if nan_runs else []
     lines.append("| " + " | ".join(cells) + " |")
   text = "\n".join(lines) + "\n"
   with open(path, "w") as f:
@@ -120,9 +134,18 @@ def write_table(rows: list[dict], keys: list[str], path: str) -> str:
   return text
 
 
+def _no_nan(x):
+  if isinstance(x, dict):
+    return {k: _no_nan(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_no_nan(v) for v in x]
+  return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
 def write_json(rows: list[dict], path: str) -> None:
+  """Standard JSON: a missing number (no evaluation, no finite run) is null, not NaN."""
   with open(path, "w") as f:
-    json.dump(rows, f, indent=1, default=str)
+    json.dump(_no_nan(rows), f, indent=1, default=str)
 
 
 def write_plot(rows: list[dict], keys: list[str], path: str) -> None:

@@ -1,6 +1,7 @@
 """The ablation runner: any config field from the command line, seeds with standard errors,
 step times with their spread; SIGTERM stops the sweep (requeue exit code) and a rerun resumes
 it, reading finished runs back from their workdirs."""
+import importlib.util
 import json
 import os
 import signal
@@ -83,7 +84,8 @@ def test_preempted_sweep_stops_resumes_and_reads_back(tmp_path):
   assert f"step 1/{STEPS} " in _segment(r.stdout, "[4/4] max_turns=2 seed=1\n")
   assert "±" in (out / "sweep.md").read_text()
   assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  rows = json.loads((out / "sweep.json").read_text())
+  first = (out / "sweep.json").read_text()
+  rows = json.loads(first)
   assert [row["values"] for row in rows] == [{"model.loop.max_turns": 1},
                                              {"model.loop.max_turns": 2}]
   for row in rows:
@@ -102,7 +104,7 @@ def test_preempted_sweep_stops_resumes_and_reads_back(tmp_path):
   again = _run(exp, out, *args)  # a finished sweep: everything read back, the same numbers
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("finished, read back") == 4 and f"/{STEPS} |" not in again.stdout
-  assert json.loads((out / "sweep.json").read_text()) == rows
+  assert (out / "sweep.json").read_text() == first
 
 
 def test_sweep_file_and_errors(tmp_path):
@@ -115,6 +117,8 @@ def test_sweep_file_and_errors(tmp_path):
   assert all(s.config.checkpoint_every > 0 for s in settings)  # a sweep always checkpoints
   grid = sweep.plan(base, ["model.loop.mode=soft,hard", "optim.left.lr=1e-3,3e-3"], exp)
   assert [s.name for s in grid][:2] == ["mode=soft,lr=0.001", "mode=soft,lr=0.003"]
+  by_seed = sweep.plan(base, ["seed=3,4"], exp)  # a sweep over the seed keeps its values
+  assert [sweep.seeded(s, s.config.seed).seed for s in by_seed] == [3, 4]
   assert sweep.parse_values("1,2,4,-1") == [1, 2, 4, -1]
   assert sweep.parse_values("(1, 2),(3, 4)") == [(1, 2), (3, 4)]
   with pytest.raises(sweep.SweepError, match="did you mean 'model.loop.bptt_depth'"):
@@ -132,7 +136,12 @@ def test_sweep_file_and_errors(tmp_path):
     sweep.check_rundir(str(rundir), settings[1].config)
   # the shipped sweep checkpoints (a rerun resumes instead of retraining everything)
   tbptt = os.path.join(ROOT, "experiments", "tbptt_depth.py")
-  assert sweep.plan(base, None, tbptt)[0].config.checkpoint_every > 0
+  spec = importlib.util.spec_from_file_location("tbptt_depth", tbptt)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert module.get_config().checkpoint_every > 0
+  assert [s.name for s in sweep.plan(base, None, tbptt)] == [
+      "bptt_depth=1", "bptt_depth=2", "bptt_depth=4", "bptt_depth=full"]
   r = _run(exp, tmp_path / "bad", "--sweep", "model.loop.bptt_dept=1,2")
   assert r.returncode == 2
   errors = [line for line in r.stderr.splitlines() if line.strip()]
@@ -178,3 +187,32 @@ def test_signal_outside_training_stops_before_the_next_run(tmp_path, monkeypatch
     sweep.run(settings, [0], str(tmp_path))
   assert len(started) == 1
   assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
+def test_a_run_stopped_on_nan_is_a_result_not_retrained(tmp_path, monkeypatch):
+  from slnjax import train
+  base = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR), eval_every=0)
+  settings = sweep.plan(base, ["optim.left.lr=0.001,1e30"], "")
+  calls = []
+
+  def fake_train(c, rundir, mesh=None, **kw):
+    del mesh, kw
+    calls.append(rundir)
+    if c.optim.left.lr > 1:
+      raise train.NonFiniteError("Loss or gradient is NaN/inf at step 3")
+    os.makedirs(rundir, exist_ok=True)
+    with open(os.path.join(rundir, "metrics.jsonl"), "w") as f:
+      f.write(json.dumps({"step": c.steps, "split": "train", "loss": 1.0 + c.seed}) + "\n")
+    return {"step": c.steps}
+
+  monkeypatch.setattr(train, "train", fake_train)
+  monkeypatch.setattr(train, "make_train_step", lambda c, mesh: None)
+  monkeypatch.setattr(sweep, "_memory", lambda d, make: {"total": 1, "temp": 1, "argument": 0,
+                                                         "output": 0})
+  rows = sweep.run(settings, [0, 1], str(tmp_path))  # the sweep goes on past the NaN
+  assert len(calls) == 4 and rows[0]["loss"] == 1.5 and rows[0]["diverged"] == 0
+  assert rows[1]["diverged"] == 2 and rows[1]["loss"] != rows[1]["loss"]  # NaN: no finite run
+  table = sweep_report.write_table(rows, ["optim.left.lr"], str(tmp_path / "t.md"))
+  assert "| 1e+30 | - |" in table and "| 2 of 2 |" in table
+  again = sweep.run(settings, [0, 1], str(tmp_path))  # read back, NaN run included
+  assert json.dumps(again) == json.dumps(rows) and len(calls) == 4
