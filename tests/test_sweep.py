@@ -50,6 +50,18 @@ def _lines(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _snapshot(root):
+  """{path: contents} of every metrics.jsonl, and the checkpoint step dirs, under root."""
+  out = {}
+  for d, dirs, files in os.walk(root):
+    if os.path.basename(d) == "checkpoints":
+      out[d] = sorted(dirs)
+    for f in files:
+      if f == "metrics.jsonl":
+        out[os.path.join(d, f)] = open(os.path.join(d, f)).read()
+  return out
+
+
 def _segment(stdout, start, end=None):
   """The output of one run: from its "[i/n]" line to the next one."""
   text = stdout.split(start, 1)[1]
@@ -101,10 +113,15 @@ def test_preempted_sweep_stops_resumes_and_reads_back(tmp_path):
   assert all((out / f"max_turns={t}" / f"seed={s}" / "checkpoints" / str(STEPS)).is_dir()
              for t in (1, 2) for s in (0, 1))
 
+  before = _snapshot(out)
   again = _run(exp, out, *args)  # a finished sweep: everything read back, the same numbers
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("finished, read back") == 4 and f"/{STEPS} |" not in again.stdout
+  assert again.stdout.count("finished, read back") == 4
+  assert not any(line.startswith("step ") for line in again.stdout.splitlines())
   assert (out / "sweep.json").read_text() == first
+  after = _snapshot(out)  # no run touched: same metrics, same checkpoints
+  assert {p: v for p, v in after.items() if "sweep." not in p} == {
+      p: v for p, v in before.items() if "sweep." not in p}
 
 
 def test_sweep_file_and_errors(tmp_path):
