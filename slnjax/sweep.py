@@ -37,6 +37,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
@@ -331,6 +332,18 @@ def run(settings: list[Setting], seeds: list[int], workdir: str, mesh=None) -> l
   return rows
 
 
+def _check_writable(workdir: str) -> None:
+  if "://" in workdir:  # remote (gs://...): left to the writes themselves
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".slnjax_write_check_"):
+      pass
+  except OSError as e:
+    raise SweepError(f"--workdir={workdir} cannot be written to ({e.strerror or e}); choose a "
+                     f"directory you can write to.") from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -350,7 +363,7 @@ def main(argv):
     if not config.checkpoint_every:
       print(f"note: config.checkpoint_every=0; a sweep checkpoints every run (a rerun resumes "
             f"it): checkpoint_every={settings[0].config.checkpoint_every}", flush=True)
-    os.makedirs(workdir, exist_ok=True)
+    _check_writable(workdir)
     rows = run(settings, seeds, workdir)
   except SweepError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -151,6 +151,9 @@ def test_sweep_file_and_errors(tmp_path):
   sweep.check_rundir(str(rundir), settings[0].config)
   with pytest.raises(sweep.SweepError, match="model.loop.max_turns: 1 there, 2 now"):
     sweep.check_rundir(str(rundir), settings[1].config)
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(sweep.SweepError, match="cannot be written to"):
+    sweep._check_writable(str(tmp_path / "a_file" / "sweep"))  # pylint: disable=protected-access
   # the shipped sweep checkpoints (a rerun resumes instead of retraining everything)
   tbptt = os.path.join(ROOT, "experiments", "tbptt_depth.py")
   spec = importlib.util.spec_from_file_location("tbptt_depth", tbptt)
