@@ -96,22 +96,26 @@ def aggregate(values: dict, labels: dict, seeds: list[int], runs: list[dict],
   return row
 
 
-def _cell(mean: float, se: float, digits: int) -> str:
-  if not math.isfinite(mean):
+def _finite(x) -> bool:
+  return x is not None and math.isfinite(x)
+
+
+def _cell(mean, se, digits: int) -> str:
+  if not _finite(mean):
     return "-"
-  return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if math.isfinite(se) else "")
+  return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if _finite(se) else "")
 
 
 def write_table(rows: list[dict], keys: list[str], path: str) -> str:
-  seeds = sorted({len(r["seeds"]) for r in rows})
-  note = (f"mean ± standard error over {seeds[0]} seeds" if seeds == [len(rows[0]["seeds"])]
-          and seeds[0] > 1 else "one seed" if seeds == [1] else f"{seeds} seeds")
+  counts = sorted({len(r["seeds"]) for r in rows})
+  note = ("one seed" if counts == [1] else
+          f"mean ± standard error over {'/'.join(map(str, counts))} seeds")
   shown = [(n, title) for n, _, title in METRICS  # (no evaluation: no accuracy columns)
-           if any(math.isfinite(r[n]) for r in rows)]
+           if any(_finite(r[n]) for r in rows)]
   head = [*keys, *(title for _, title in shown), "step memory MiB (temp / args / out)",
           "step time ms, median (IQR)"]
-  nan_runs = any(r["diverged"] for r in rows)  # their seeds are left out of the means
-  head += ["runs stopped on NaN/inf"] if nan_runs else []
+  nan_runs = any(r.get("diverged") for r in rows)  # their seeds are left out of the means
+  head += ["runs stopped on NaN/inf (not in the means)"] if nan_runs else []
   lines = [f"Each row: {note}. Step time: median over the logging intervals after "
            f"compilation (n intervals), with the interquartile range.", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
