@@ -303,6 +303,8 @@ def run(settings: list[Setting], seeds: list[int], workdir: str, mesh=None) -> l
         mesh_s = mesh_s or parallel.make_mesh(tuple(c.mesh.ici), tuple(c.mesh.dcn))
         ts = ts or train.make_train_step(c, mesh_s)  # shared by the seeds (same program)
         _memory(dirs[s.name], lambda: ts)
+        if stop.name:  # came during the compilation
+          raise Preempted(f"{stop.name} before [{i}/{total}] {s.name} seed={seed} started")
         try:
           out = train.train(c, rundir, train_step=ts)
         except train.NonFiniteError as e:  # a result of this setting, kept: not retrained
