@@ -2,10 +2,13 @@ r"""python -m slnjax.sweep --config experiments/tbptt_depth.py --workdir /tmp/sl
 
 Truncated-BPTT depth sweep: the lateralized SLN trained end to end through soft tokens
 (``bptt``, 5 turns, no early halting) with gradients through the last k turns,
-k in {1, 2, 4, full}. Writes sweep.md and sweep.png: accuracy, the compiled memory of the
-train step (temp + argument + output bytes) and the step time against k.
+k in {1, 2, 4, full}. Writes sweep.md, sweep.png and sweep.json: accuracy, the compiled
+memory of the train step (temp + argument + output bytes) and the step time against k.
+Add --seeds 3 for mean ± standard error over seeds 0-2. Each run checkpoints every 100
+steps: a rerun (after preemption, or of the finished sweep) resumes or reads runs back.
 Run time (2-core CPU, measured 2026-12-01): 11 min (4 settings x 300 steps, each evaluated).
-Result: on 512 test problems (docs/figures/tbptt_depth_sweep.png is this run's plot):
+Result (one seed; step ms then was the last logging interval, not yet the median over
+intervals): on 512 test problems (docs/figures/tbptt_depth_sweep.png is this run's plot):
 
   k     acc. after loop   step memory MiB   step ms   final loss
   1     0.006             62.8              315       1.97
@@ -24,7 +27,7 @@ from slnjax import config
 def get_config(arg=None):
   return config.cpu_experiment(
       "lateralized", "bptt", arg,
-      size=dict(steps=300, log_every=50, eval_every=300, checkpoint_every=0),
+      size=dict(steps=300, log_every=50, eval_every=300, checkpoint_every=100),
       model=dict(loop=dict(max_turns=5, mode="soft", threshold=None, bptt_depth=-1)))
 
 
