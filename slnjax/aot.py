@@ -18,6 +18,7 @@ updates) is counted once per entry: the report says how many it met.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -85,17 +86,21 @@ def _overflow(msg: str) -> dict:
 
 
 def _devices(topo: topologies.Topology):
+  """Compile-only devices of ``topo``; TpuUnavailable (one line for the user) when libtpu is
+  absent or cannot make the topology. Decided by the condition (is libtpu importable, did
+  the topology call fail), never by the wording of jax's message, which changes between
+  versions."""
+  install = "Install it with: pip install 'jax[tpu]==0.10.2' (the 'tpu' extra of slnjax)."
+  if importlib.util.find_spec("libtpu") is None:
+    raise TpuUnavailable(f"libtpu is not installed, so there is no TPU topology to compile "
+                         f"for. {install}")
   try:
     return topo.devices()
-  except ImportError as e:
-    raise TpuUnavailable(f"No libtpu ({e}). Install it with: pip install 'jax[tpu]==0.10.2' "
-                         "(the 'tpu' extra of slnjax).") from e
-  except RuntimeError as e:
-    if "TPU" in str(e) and ("plugin" in str(e).lower() or "libtpu" in str(e).lower()):
-      raise TpuUnavailable(f"libtpu could not be loaded: {str(e)[:300]}. Install it with: "
-                           "pip install 'jax[tpu]==0.10.2'; if another process holds it, set "
-                           "ALLOW_MULTIPLE_LIBTPU_LOAD=1.") from e
-    raise
+  except (ImportError, RuntimeError) as e:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise TpuUnavailable(f"libtpu could not make the topology {topo.topology_name} "
+                         f"({type(e).__name__}: {first}). {install} If another process holds "
+                         "libtpu, set ALLOW_MULTIPLE_LIBTPU_LOAD=1.") from e
 
 
 def fit_check(config, topology: str, step_time: float | None = None,
