@@ -29,7 +29,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from slnjax import topologies
+from slnjax import cli, topologies
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with :arg.", lock_config=True)
@@ -201,6 +201,21 @@ def report(res: dict) -> str:
   return "\n".join(lines)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing; a config file that cannot be read is one error line (slnjax.cli)."""
+  cli.exit_on_bad_config_file(argv)
+  try:
+    rest = flags.FLAGS(argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.get("seed")  # a config file that failed to load raises its OSError here
+    return rest
+  except OSError as e:
+    print(f"error: {cli.config_load_error(argv, e)}", file=sys.stderr)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -223,4 +238,4 @@ def main(argv):
 
 if __name__ == "__main__":
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host backend; TPUs are compile-only
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

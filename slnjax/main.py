@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from slnjax import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with :arg (e.g. :smoke).",
     lock_config=True)
@@ -30,8 +32,14 @@ def _override_keys(argv) -> list[str]:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with config errors turned into one readable line."""
+  cli.exit_on_bad_config_file(argv)
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.get("seed")  # a config file that failed to load raises its OSError here
+    return rest
+  except OSError as e:
+    print(f"error: {cli.config_load_error(argv, e)}", file=sys.stderr)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
   except (AttributeError, KeyError) as e:

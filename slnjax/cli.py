@@ -1,0 +1,73 @@
+"""Command-line checks shared by the entry points that take ``--config FILE.py[:arg]``
+(slnjax.main, slnjax.sweep, slnjax.aot): a config file that cannot be read is one
+``error:`` line naming the closest existing files, never ml_collections' traceback."""
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_arg(argv: list[str], name: str = "config") -> str | None:
+  """The value of --NAME (``--config=X`` or ``--config X``) in argv, or None."""
+  for i, a in enumerate(argv):
+    if a.startswith(f"--{name}="):
+      return a.split("=", 1)[1]
+    if a == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def closest_files(path: str, n: int = 3) -> list[str]:
+  """Existing .py files whose paths look most like ``path``: its own directory's, then
+  experiments/ (as given relative to the working directory and the repository)."""
+  dirs = [os.path.dirname(path) or ".", "experiments", os.path.join(_ROOT, "experiments")]
+  cands = []
+  for d in dirs:
+    for f in sorted(glob.glob(os.path.join(d, "*.py"))):
+      rel = os.path.relpath(f) if not os.path.relpath(f).startswith("..") else f
+      if rel not in cands and not os.path.basename(f).startswith("__"):
+        cands.append(rel)
+  names = {c: os.path.basename(c) for c in cands}
+  want = os.path.basename(path)
+  ranked = sorted(cands, key=lambda c: -max(
+      difflib.SequenceMatcher(None, want, names[c]).ratio(),
+      difflib.SequenceMatcher(None, path, c).ratio()))
+  close = [c for c in ranked if difflib.SequenceMatcher(None, want, names[c]).ratio() >= 0.5
+           or want.removesuffix(".py") in names[c]]
+  return (close or ranked)[:n]
+
+
+def config_file_problem(argv: list[str], name: str = "config") -> str | None:
+  """What is wrong with the --NAME file of argv (missing, a directory, unreadable), or None."""
+  value = config_arg(argv, name)
+  if value is None:
+    return None
+  path = value.split(":", 1)[0]
+  if os.path.isfile(path) and os.access(path, os.R_OK):
+    return None
+  why = ("is a directory" if os.path.isdir(path) else
+         "is not readable" if os.path.exists(path) else "does not exist")
+  near = closest_files(path)
+  hint = f" Closest existing files: {', '.join(near)}." if near else ""
+  return (f"config file {path!r} {why} (--{name}={value}).{hint} "
+          f"All experiments: ls {os.path.relpath(os.path.join(_ROOT, 'experiments'))}/")
+
+
+def config_load_error(argv: list[str], err: OSError, name: str = "config") -> str:
+  """One line for an OSError raised while loading the --NAME file."""
+  while isinstance(err.__cause__, OSError):  # ml_collections re-raises the file's own error
+    err = err.__cause__
+  first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+  return config_file_problem(argv, name) or (
+      f"cannot load the config file of --{name}={config_arg(argv, name)}: {first}")
+
+
+def exit_on_bad_config_file(argv: list[str], name: str = "config") -> None:
+  problem = config_file_problem(argv, name)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
