@@ -203,14 +203,8 @@ def report(res: dict) -> str:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing; a config file that cannot be read is one error line (slnjax.cli)."""
-  cli.exit_on_bad_config_file(argv)
   try:
-    rest = flags.FLAGS(argv)
-    if _CONFIG.value is not None:
-      _CONFIG.value.get("seed")  # a config file that failed to load raises its OSError here
-    return rest
-  except OSError as e:
-    print(f"error: {cli.config_load_error(argv, e)}", file=sys.stderr)
+    return cli.parse_flags(argv, _CONFIG)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
   sys.exit(2)

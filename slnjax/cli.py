@@ -8,6 +8,8 @@ import glob
 import os
 import sys
 
+from absl import flags
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -70,4 +72,19 @@ def exit_on_bad_config_file(argv: list[str], name: str = "config") -> None:
   problem = config_file_problem(argv, name)
   if problem:
     print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str], config_flag) -> list[str]:
+  """absl's ``flags.FLAGS(argv)``, with a --config file that does not exist or fails to load
+  (an OSError; ml_collections defers it to the first access) as one error line and exit 2.
+  Other parse errors propagate to the caller."""
+  exit_on_bad_config_file(argv)
+  try:
+    rest = flags.FLAGS(argv)
+    if config_flag.value is not None:
+      config_flag.value.get("seed")  # a config file that failed to load raises its OSError here
+    return rest
+  except OSError as e:
+    print(f"error: {config_load_error(argv, e)}", file=sys.stderr)
     sys.exit(2)

@@ -32,14 +32,8 @@ def _override_keys(argv) -> list[str]:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with config errors turned into one readable line."""
-  cli.exit_on_bad_config_file(argv)
   try:
-    rest = flags.FLAGS(argv)
-    if _CONFIG.value is not None:
-      _CONFIG.value.get("seed")  # a config file that failed to load raises its OSError here
-    return rest
-  except OSError as e:
-    print(f"error: {cli.config_load_error(argv, e)}", file=sys.stderr)
+    return cli.parse_flags(argv, _CONFIG)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
   except (AttributeError, KeyError) as e:
