@@ -37,6 +37,7 @@ import importlib
 import importlib.util
 import os
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -163,8 +164,15 @@ def _env(tmp: str) -> dict:
       with open(path, "w") as f:
         f.write(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
       os.chmod(path, 0o755)
-  return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+  path = os.pathsep.join([bindir, os.path.dirname(sys.executable),  # the venv's scripts
+                          os.environ.get("PATH", "")])
+  return {**os.environ, "PATH": path,
           "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable}
+
+
+def _cpu_s() -> float:
+  r = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return r.ru_utime + r.ru_stime
 
 
 def _run(args, tmp, stdin=None, timeout=BLOCK_TIMEOUT_S):
@@ -308,8 +316,9 @@ def test_code_blocks_run(file, tmp_path):
   hf = tiny_hf(str(tmp_path.parent)) if "/ckpt/pythia-70m" in _read(file) else "/nonexistent"
   failures, times = [], []
   for block in blocks:
+    cpu = _cpu_s()
     ok, msg, dt = run_block(block, str(tmp_path), hf)
-    times.append(f"{block.where}: {dt:.0f} s")
+    times.append(f"{block.where}: {dt:.0f} s wall, {_cpu_s() - cpu:.0f} s CPU")
     if not ok:
       failures.append(f"{block.where} failed:\n{msg}")
   print("\n".join(times))
