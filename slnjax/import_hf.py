@@ -33,6 +33,18 @@ _OUT = flags.DEFINE_string("out", None, "The workdir to write (then --config.ini
 flags.mark_flags_as_required(["config", "out"])
 
 
+# LobeConfig fields whose None means a family default, and the property that resolves it.
+_RESOLVED = {"n_kv_heads": "kv_heads", "head_dim": "hd", "rotary_pct": "rotary_dim",
+             "parallel_residual": "is_parallel", "attn_bias": "has_attn_bias",
+             "activation": "act"}
+
+
+def _resolved(lobe) -> dict:
+  """The lobe's fields with family defaults filled in (None and its default compare equal)."""
+  return {f.name: getattr(lobe, _RESOLVED.get(f.name, f.name))
+          for f in dataclasses.fields(lobe)}
+
+
 def import_params(config) -> dict:
   """The model's parameters with each lobe named in config.pretrained read from its
   Hugging Face checkpoint."""
@@ -49,14 +61,15 @@ def import_params(config) -> dict:
     raise ValueError("config.pretrained.left/.right name no checkpoint for this model's lobes "
                      f"{model.lobe_names}: set e.g. --config.pretrained.left=/ckpt/DIR.")
   rng = jax.random.key(config.seed)
-  params = sln.init(model, rng)
+  fresh = [n for n in model.lobe_names if n not in named]  # initialised only when needed
+  params = {n: p for n, p in sln.init(model, rng).items() if n in fresh} if fresh else {}
   for i, (name, ckpt_dir) in enumerate(sorted(named.items())):
     want = model.lobe_config(name)
     runtime = {f: getattr(want, f) for f in convert.RUNTIME_FIELDS}
     lobe, p = convert.load_hf(ckpt_dir, rng=jax.random.fold_in(rng, i), **runtime)
-    if lobe != want:
-      diff = {f.name: (getattr(lobe, f.name), getattr(want, f.name))
-              for f in dataclasses.fields(want) if getattr(lobe, f.name) != getattr(want, f.name)}
+    have, need = _resolved(lobe), _resolved(want)
+    if have != need:
+      diff = {k: (have[k], need[k]) for k in need if have[k] != need[k]}
       raise ValueError(f"config.model.{name} does not match the checkpoint {ckpt_dir} "
                        f"(checkpoint, config): {diff}. Build the lobe with "
                        f"slnjax.config.pretrained_lobe({ckpt_dir!r}).")

@@ -83,3 +83,28 @@ def test_pretrained_configs_load_and_a_mismatch_is_named(tiny_hf, tmp_path):
     config.model.right.d_ff = 48
   with pytest.raises(ValueError, match=r"config.model.right does not match .*d_ff"):
     import_hf.import_params(cfg.finalize(config))
+
+
+def test_import_hf_fills_a_llama_config_from_a_llama_checkpoint(tmp_path):
+  """experiments/llama8b_tall.py:smoke lobes from a Llama checkpoint of the same shape (the
+  docstring's import command at smoke size); a checkpoint of another shape is refused."""
+  hf = transformers.LlamaConfig(
+      vocab_size=260, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      num_key_value_heads=2, intermediate_size=64, rms_norm_eps=1e-5,
+      max_position_embeddings=8192,
+      rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
+                           low_freq_factor=1.0, high_freq_factor=4.0,
+                           original_max_position_embeddings=8192))
+  torch.manual_seed(0)
+  model = transformers.LlamaForCausalLM(hf)
+  model.save_pretrained(str(tmp_path / "llama"))
+  config = load_experiment("llama8b_tall", "smoke")
+  with config.unlocked():
+    config.pretrained.left = config.pretrained.right = str(tmp_path / "llama")
+  params = import_hf.import_params(config)
+  np.testing.assert_array_equal(params["right"]["embedding"],
+                                model.state_dict()["model.embed_tokens.weight"].numpy())
+  with config.unlocked():
+    config.model.left.n_kv_heads = 4
+  with pytest.raises(ValueError, match="config.model.left does not match"):
+    import_hf.import_params(config)
