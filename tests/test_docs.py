@@ -51,7 +51,7 @@ DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT)
 SHELL, PYTHON, DATA = ("bash", "sh", "shell", "console"), ("python", "py"), (
     "text", "json", "yaml", "toml", "output", "diff")
 SKIP = re.compile(r"^\s*<!--\s*doctest:\s*skip\s*\((?P<reason>[^)]*\S[^)]*)\)\s*-->\s*$")
-BLOCK_TIMEOUT_S = 400
+BLOCK_TIMEOUT_S = 900  # a safeguard on a busy machine, not a target
 
 # (what, pattern, replacement): how a documented command is shrunk to smoke size. {tmp} is the
 # file's temporary directory, {hf} a tiny random Hugging Face GPT-NeoX checkpoint directory.
@@ -335,7 +335,7 @@ def test_paths_and_modules_named_anywhere_exist(file):
 def test_every_check_matches_a_block():
   code = "".join(b.code for f in DOCS for b in extract(_read(f), f) if b.lang in PYTHON)
   stale = [key for key in CHECKS if key not in code]
-  assert not stale, f"CHECKS keys that no Python block contains (update tests/test_docs.py): {stale}"
+  assert not stale, f"CHECKS keys no Python block contains (update tests/test_docs.py): {stale}"
 
 
 OLD_README = """\
