@@ -77,8 +77,8 @@ def exit_on_bad_config_file(argv: list[str], name: str = "config") -> None:
 
 def parse_flags(argv: list[str], config_flag) -> list[str]:
   """absl's ``flags.FLAGS(argv)``, with a --config file that does not exist or fails to load
-  (an OSError; ml_collections defers it to the first access) as one error line and exit 2.
-  Other parse errors propagate to the caller."""
+  (an OSError; ml_collections defers it to the first access), or whose get_config raises,
+  as one error line and exit 2. Other parse errors propagate to the caller."""
   exit_on_bad_config_file(argv)
   try:
     rest = flags.FLAGS(argv)
@@ -87,4 +87,10 @@ def parse_flags(argv: list[str], config_flag) -> list[str]:
     return rest
   except OSError as e:
     print(f"error: {config_load_error(argv, e)}", file=sys.stderr)
+    sys.exit(2)
+  except flags.IllegalFlagValueError as e:  # get_config raised: absl carries its traceback
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    if "Error whilst parsing config file" not in str(e) or not lines:
+      raise
+    print(f"error: config {config_arg(argv, 'config')}: {lines[-1].strip()}", file=sys.stderr)
     sys.exit(2)

@@ -46,6 +46,17 @@ def test_config_that_is_a_directory_or_fails_to_load_is_one_error_line(tmp_path)
       lines[0]), lines[0]
 
 
+@pytest.mark.parametrize("config,says", [
+    ("experiments/tall_pretrained.py:foo=1", "ValueError: Unknown config argument 'foo'"),
+    ("experiments/ablation_f_lateralized.py:big", "ValueError: Unknown experiment argument"),
+])
+def test_a_config_whose_get_config_raises_is_one_error_line(config, says, tmp_path):
+  p = _run("slnjax.main", f"--config={config}", f"--workdir={tmp_path}/w")
+  lines = p.stderr.strip().splitlines()
+  assert p.returncode == 2 and len(lines) == 1, p.stderr
+  assert lines[0].startswith(f"error: config {config}: {says}"), lines[0]
+
+
 def test_closest_files():
   assert cli.closest_files("experiments/lateralized.py")[0] in (
       "experiments/lateralized_wide.py", "experiments/ablation_f_lateralized.py")

@@ -136,7 +136,7 @@ def commands(code: str) -> list[str]:
   """The shell commands of a block: continuation lines joined, comments and blanks dropped."""
   out, cur = [], ""
   for raw in code.splitlines():
-    line = raw.rstrip()
+    line = re.sub(r"^\s*\$ ", "", raw.rstrip())  # a console prompt
     if not cur and (not line.strip() or line.lstrip().startswith("#")):
       continue
     if line.endswith("\\"):
@@ -385,4 +385,4 @@ def test_smoke_rewrites():
   assert shrink("sbatch --nodes=4 launch/slurm.sbatch --config=a.py", "/T", "/H") == (
       "DRY_RUN=1 bash launch/slurm.sbatch --config=a.py")
   assert shrink("make demo", "/T", "/H") == "make -n demo"
-  assert commands("# c\nfoo a \\\n   b\n\nbar\n") == ["foo a b", "bar"]
+  assert commands("# c\nfoo a \\\n   b\n\n$ bar\n") == ["foo a b", "bar"]
