@@ -202,12 +202,8 @@ def report(res: dict) -> str:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing; a config file that cannot be read is one error line (slnjax.cli)."""
-  try:
-    return cli.parse_flags(argv, _CONFIG)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-  sys.exit(2)
+  """absl parsing; every mistake in the config or the flags is one error line (slnjax.cli)."""
+  return cli.parse_flags(argv, _CONFIG)
 
 
 def main(argv):

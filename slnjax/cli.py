@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+import re
 import sys
 
 from absl import flags
@@ -75,10 +76,26 @@ def exit_on_bad_config_file(argv: list[str], name: str = "config") -> None:
     sys.exit(2)
 
 
+def _override_keys(argv) -> list[str]:
+  return [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+
+
+def _unknown_key(argv: list[str], e: Exception) -> str:
+  msg = str(e)
+  bad = re.search(r"'([A-Za-z0-9_]+)", msg)
+  hint = re.search(r'Did you mean \\?"([^"\\]+)', msg)
+  keys = [k for k in _override_keys(argv) if bad and bad.group(1) in k.split(".")]
+  where = f"config.{keys[0]}" if keys else (bad.group(1) if bad else msg)
+  return (f"unknown config key {where} (in --{where}=...)"
+          + (f"; did you mean {hint.group(1)!r}?" if hint else "")
+          + " The config is locked: only keys of the config file can be set.")
+
+
 def parse_flags(argv: list[str], config_flag) -> list[str]:
-  """absl's ``flags.FLAGS(argv)``, with a --config file that does not exist or fails to load
-  (an OSError; ml_collections defers it to the first access), or whose get_config raises,
-  as one error line and exit 2. Other parse errors propagate to the caller."""
+  """absl's ``flags.FLAGS(argv)`` for an entry point with a --config file flag; every
+  mistake is one ``error:`` line and exit code 2: a config file that does not exist or fails
+  to load (an OSError; ml_collections defers it to the first access), a get_config that
+  raises, an unknown --config.key or a bad value, a bad flag."""
   exit_on_bad_config_file(argv)
   try:
     rest = flags.FLAGS(argv)
@@ -87,10 +104,14 @@ def parse_flags(argv: list[str], config_flag) -> list[str]:
     return rest
   except OSError as e:
     print(f"error: {config_load_error(argv, e)}", file=sys.stderr)
-    sys.exit(2)
-  except flags.IllegalFlagValueError as e:  # get_config raised: absl carries its traceback
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    if "Error whilst parsing config file" not in str(e) or not lines:
-      raise
-    print(f"error: config {config_arg(argv, 'config')}: {lines[-1].strip()}", file=sys.stderr)
-    sys.exit(2)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if "Error whilst parsing config file" in str(e) and lines:  # get_config raised
+      print(f"error: config {config_arg(argv, 'config')}: {lines[-1]}", file=sys.stderr)
+    else:
+      print(f"error: {e}", file=sys.stderr)
+  except (AttributeError, KeyError) as e:
+    print(f"error: {_unknown_key(argv, e)}", file=sys.stderr)
+  except (TypeError, ValueError) as e:
+    print(f"error: bad config override: {e}", file=sys.stderr)
+  sys.exit(2)

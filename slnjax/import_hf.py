@@ -109,11 +109,8 @@ def main(argv):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  try:
-    return cli.parse_flags(argv, _CONFIG)
-  except (flags.Error, ValueError, KeyError, AttributeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-  sys.exit(2)
+  """absl parsing; every mistake in the config or the flags is one error line (slnjax.cli)."""
+  return cli.parse_flags(argv, _CONFIG)
 
 
 if __name__ == "__main__":

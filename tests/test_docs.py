@@ -216,7 +216,7 @@ def run_block(block: Block, tmp: str, hf: str) -> tuple[bool, str, float]:
       return False, problem, 0.0
     script.append(shrink(cmd, tmp, hf))
   rc, out, dt = _run(["bash", "-c", "\n".join(script)], tmp)
-  return rc == 0, f"ran:\n  " + "\n  ".join(script[1:]) + f"\noutput:\n{out}", dt
+  return rc == 0, "ran:\n  " + "\n  ".join(script[1:]) + f"\noutput:\n{out}", dt
 
 
 def dry_run(block: Block, tmp: str) -> tuple[bool, str, float]:
@@ -226,7 +226,11 @@ def dry_run(block: Block, tmp: str) -> tuple[bool, str, float]:
     problems += python_imports_problems(block.code)
   elif block.lang in SHELL:
     for cmd in commands(block.code):
-      words = shlex.split(cmd.replace("/tmp/", tmp + "/"))
+      try:
+        words = shlex.split(cmd.replace("/tmp/", tmp + "/"))
+      except ValueError as e:
+        problems.append(f"`{cmd}`: cannot split it into words ({e})")
+        continue
       while words and re.match(r"^\w+=", words[0]):
         words = words[1:]
       if words[:1] in (["python"], ["python3"]) and words[1:2] == ["-m"]:
@@ -234,8 +238,9 @@ def dry_run(block: Block, tmp: str) -> tuple[bool, str, float]:
         if rc not in (0, 1) or re.search(r"^error:|Traceback", out, re.M):
           problems.append(f"`{cmd} --help` failed (rc {rc}):\n{out}")
       elif words and re.match(r"^(bash\s+)?launch/", " ".join(words)) or words[:1] == ["sbatch"]:
-        script = next(w for w in words if w.startswith("launch/"))
-        rc, out, _ = _run(["bash", script, "--help"], tmp, timeout=60)
+        script = next((w for w in words if w.startswith("launch/")), None)
+        rc, out, _ = (_run(["bash", script, "--help"], tmp, timeout=60) if script
+                      else (1, "no launch/ script named", 0))
         if rc != 0:
           problems.append(f"`bash {script} --help` failed (rc {rc}):\n{out}")
       elif re.match(r"^pip3?\s+install", cmd):
@@ -386,3 +391,17 @@ def test_smoke_rewrites():
       "DRY_RUN=1 bash launch/slurm.sbatch --config=a.py")
   assert shrink("make demo", "/T", "/H") == "make -n demo"
   assert commands("# c\nfoo a \\\n   b\n\n$ bar\n") == ["foo a b", "bar"]
+
+
+def test_a_skipped_block_still_fails_on_a_wrong_module_path_or_override(tmp_path):
+  text = ("<!-- doctest: skip (needs libtpu) -->\n```bash\n"
+          "python -m slnjax.aot --config experiments/llama8b_tall.py --topology v5p-128 \\\n"
+          "    --config.mesh.icx=\"(2,-1,1)\"\n"
+          "sbatch launch/slurm.sbatch --config=experiments/no_such.py\n```\n")
+  (block,) = extract(text, "X.md")
+  assert block.skip == "needs libtpu"
+  ok, msg, _ = run_block(block, str(tmp_path), "/nonexistent")
+  assert not ok and "experiments/no_such.py does not exist" in msg, msg
+  assert "unknown config key config.mesh.icx" in msg, msg
+  with pytest.raises(ValueError, match="malformed marker"):
+    extract("<!-- doctest: skip -->\n```bash\nls\n```\n", "X.md")
