@@ -62,3 +62,14 @@ def test_closest_files():
       "experiments/lateralized_wide.py", "experiments/ablation_f_lateralized.py")
   assert "experiments/tbptt_depth.py" in cli.closest_files("experiments/tbtt_depth.py")
   assert cli.config_file_problem(["--config", "experiments/sft.py:smoke"]) is None
+
+
+@pytest.mark.parametrize("module,extra", [
+    ("slnjax.aot", ["--topology", "v5e-16"]),
+    ("slnjax.import_hf", ["--out=/tmp/never_made"]),
+])
+def test_unknown_config_key_is_one_error_line_in_every_entry_point(module, extra):
+  p = _run(module, "--config=experiments/llama8b_tall.py:smoke", "--config.mesh.icx=1", *extra)
+  lines = p.stderr.strip().splitlines()
+  assert p.returncode == 2 and len(lines) == 1, p.stderr
+  assert lines[0].startswith("error: unknown config key config.mesh.icx"), lines[0]
