@@ -29,6 +29,7 @@ EXTRAS = {
     "bench": ["torch==2.13.0", "transformers>=5,<6", "psutil"],
     "tpu": ["jax[tpu]==0.10.2"],
     "tensorboard": ["tensorboard>=2.20"],  # to view <workdir>/tb: tensorboard --logdir DIR
+    "wandb": ["wandb"],  # metrics also to Weights & Biases: $SLNJAX_WANDB_PROJECT
 }
 
 setuptools.setup(

@@ -1,6 +1,8 @@
-"""TensorBoard reads what metrics.Writer writes (the `tensorboard` extra, also in `test`)."""
+"""TensorBoard reads what metrics.Writer writes (the `tensorboard` extra, also in `test`);
+Weights & Biases gets the same scalars when asked for (the `wandb` extra; a fake module here)."""
 import os
 import re
+import sys
 
 import pytest
 
@@ -33,3 +35,36 @@ def test_tensorboard_reads_the_scalars_of_a_resumed_run(tmp_path):
   assert sorted(ea.Tags()["scalars"]) == ["eval/accuracy", "train/loss"]
   loss = [(e.step, round(e.value, 6)) for e in ea.Scalars("train/loss")]
   assert loss == [(1, 1.0), (2, 0.5), (3, 0.125)]
+
+
+class _FakeRun:
+  def __init__(self, **kw):
+    self.init, self.logged, self.finished = kw, [], False
+
+  def log(self, row, step):
+    self.logged.append((step, row))
+
+  def finish(self):
+    self.finished = True
+
+
+def test_wandb_gets_the_same_scalars_when_asked_for(tmp_path, monkeypatch):
+  runs = []
+  fake = type(sys)("wandb")
+  fake.init = lambda **kw: runs.append(_FakeRun(**kw)) or runs[-1]
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  quiet = open(os.devnull, "w")
+  metrics.Writer(str(tmp_path), stream=quiet).close()  # not asked for: no run
+  assert not runs
+  monkeypatch.setenv(metrics.WANDB_ENV, "sln")
+  for start in (0, 2):  # a run and its resumption: the same W&B run id
+    w = metrics.Writer(str(tmp_path), start_step=start, stream=quiet)
+    w.write(start + 1, {"loss": 0.5, "bad": float("nan")})
+    w.write(start + 1, {"accuracy": 0.25}, split="eval")
+    w.close()
+  assert [r.init["project"] for r in runs] == ["sln", "sln"] and runs[0].finished
+  assert runs[0].init["id"] == runs[1].init["id"] and runs[0].init["resume"] == "allow"
+  assert runs[1].logged == [(3, {"train/loss": 0.5}), (3, {"eval/accuracy": 0.25})]
+  monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
+  with pytest.raises(ValueError, match=r"pip install -e '.\[wandb\]'"):
+    metrics.Writer(str(tmp_path), stream=quiet)
