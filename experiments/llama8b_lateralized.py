@@ -18,7 +18,7 @@ Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
     peak 13.91 of 15.75 GiB: fits (88%); 1.97e+16 FLOPs/step (>= 0.391 s at peak);
     compiled in 289 s (2026-12-01).
 
-A real run needs weights and a tokenizer: convert Llama-3-8B (slnjax/lobes/convert.py) and
+A real run needs weights and a tokenizer: python -m slnjax.import_hf (see llama8b_tall.py) and
 pass --config.init_from=<its workdir> --config.task.tokenizer=<tokenizer dir>.
 """
 from slnjax import config as cfg

@@ -16,8 +16,12 @@ Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
     peak 15.49 of 15.75 GiB: fits (98%); 1.46e+16 FLOPs/step (>= 0.290 s at peak);
     compiled in 258 s (2026-12-01).
 
-A real run needs weights and a tokenizer: convert Llama-3-8B (slnjax/lobes/convert.py) and
-pass --config.init_from=<its workdir> --config.task.tokenizer=<tokenizer dir>.
+A real run needs weights and a tokenizer: turn a local Llama-3-8B checkpoint into an
+init_from workdir (on a host with memory for both lobes; the lobes are checked against its
+config.json), then train from it:
+  python -m slnjax.import_hf --config experiments/llama8b_tall.py \
+      --config.pretrained.left=DIR --config.pretrained.right=DIR --out OUT
+  ... --config.init_from=OUT --config.task.tokenizer=DIR
 """
 from slnjax import config as cfg
 

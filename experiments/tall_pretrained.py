@@ -1,56 +1,70 @@
-r"""python -m slnjax.main --config=experiments/tall_pretrained.py:left=/ckpt/pythia-70m,right=/ckpt/pythia-70m
+r"""python -m slnjax.main --config=experiments/tall_pretrained.py:left=/ckpt/pythia-70m --config.init_from=/tmp/pythia_init --workdir=/tmp/sln/tall_pretrained
 
 A tall Strange-Loop Network whose two lobes start from pretrained Hugging Face checkpoints
-(local directories in the Llama or GPT-NeoX/Pythia layout; see slnjax/lobes/convert.py).
-Both lobes write turns; the right lobe also gets a fresh score head (its critic), and the left
-lobe a fresh score-input embedding so that it can read the score.
+(local directories in the Llama or GPT-NeoX/Pythia layout; see slnjax/lobes/convert.py),
+trained end to end through the soft-token dialogue (objective "bptt"). Both lobes write
+turns; the right lobe also gets a fresh score head (its critic), and the left lobe a fresh
+score-input embedding so that it can read the score. Convert the checkpoints first (once):
+
+    python -m slnjax.import_hf --config=experiments/tall_pretrained.py:left=/ckpt/pythia-70m --out=/tmp/pythia_init
 
 Argument (after the colon): comma-separated key=value pairs.
-  left=DIR    checkpoint of the left lobe (generator). Required.
-  right=DIR   checkpoint of the right lobe. Default: the same as left (two copies).
-Any field can still be overridden on the command line, e.g. --config.loop.turn_len=16.
+  left=DIR       checkpoint of the left lobe (generator). Required.
+  right=DIR      checkpoint of the right lobe. Default: the same as left (two copies).
+  tokenizer=T    task tokenizer: a tokenizer.json directory or "byte". Default: left's
+                 tokenizer.json when it has one, else "byte".
+  smoke=1        a few steps at batch 2 (tests; the lobes keep the checkpoint's shape).
+The lobe shapes come from each checkpoint's config.json. Any field can still be overridden
+on the command line, e.g. --config.model.loop.turn_len=16.
+Run time and result: not measured yet (needs a pretrained checkpoint on disk).
 """
-from ml_collections import config_dict
+import os
+
+from slnjax import config as cfg
+
+ARGS = ("left", "right", "tokenizer", "smoke")
 
 
-def parse_arg(arg: str | None, required=("left",), optional=("right",)) -> dict[str, str]:
+def parse_arg(arg: str | None) -> dict[str, str]:
   """'left=/a,right=/b' -> {'left': '/a', 'right': '/b'}, with errors that name the key."""
   pairs = {}
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     if not sep or not value:
       raise ValueError(f"Config argument {item!r} is not key=value (e.g. left=/ckpt/a).")
-    if key not in required + optional:
-      raise ValueError(f"Unknown config argument {key!r}; expected {required + optional}.")
+    if key not in ARGS:
+      raise ValueError(f"Unknown config argument {key!r}; expected one of {ARGS}.")
     pairs[key] = value
-  missing = [k for k in required if k not in pairs]
-  if missing:
-    raise ValueError(f"Config argument lacks {missing}: use e.g. "
-                     f"--config=experiments/<file>.py:left=/ckpt/a,right=/ckpt/b")
+  if "left" not in pairs:
+    raise ValueError("Config argument lacks left=DIR: use e.g. "
+                     "--config=experiments/<file>.py:left=/ckpt/a,right=/ckpt/b")
   return pairs
 
 
-def get_config(arg: str | None = None) -> config_dict.ConfigDict:
-  ckpt = parse_arg(arg)
-  config = config_dict.ConfigDict()
-  config.model = "tall"  # both lobes write turns ("lateralized": the right lobe only scores)
-  config.left_checkpoint = ckpt["left"]
-  config.right_checkpoint = ckpt.get("right", ckpt["left"])
-  # slnjax.lobes.convert.load_hf overrides (convert.RUNTIME_FIELDS); architecture comes from
-  # each checkpoint's config.json.
-  config.left_lobe = config_dict.ConfigDict(dict(
-      dtype="float32", param_dtype="float32", scan_layers=True, remat="none",
-      score_input=True))
-  config.right_lobe = config_dict.ConfigDict(dict(
-      dtype="float32", param_dtype="float32", scan_layers=True, remat="none",
-      score_head=True, lm_head=True))
-  # slnjax.loop.LoopConfig fields.
-  config.loop = config_dict.ConfigDict(dict(
-      turn_len=32,  # m: tokens per turn
-      max_turns=4,  # the IDL limit
-      threshold=0.9,  # halt when the right lobe's score >= threshold
-      mode="soft",  # soft-token mode: soft_tokens.MODES
-      bptt_depth=2,  # truncated BPTT: gradients through the last k turns (None: all)
-  ))
-  config.tau = 1e-3  # soft-token temperature (the paper's value)
-  return config
+def pretrained(kind: str, arg: str | None, **overrides):
+  """The config of an SLN of ``kind`` whose lobes are shaped like the checkpoints of arg."""
+  a = parse_arg(arg)
+  left, right = a["left"], a.get("right", a["left"])
+  runtime = dict(dtype="float32", param_dtype="float32", scan_layers=True, remat="none")
+  tokenizer = a.get("tokenizer") or (
+      left if os.path.exists(os.path.join(left, "tokenizer.json")) else "byte")
+  smoke = a.get("smoke", "0") not in ("0", "false", "")
+  return cfg.experiment(
+      kind, "bptt", pretrained=dict(left=left, right=right),
+      task=dict(tokenizer=tokenizer, config="digits5", overrides=dict(
+          name="pretrained_digits3", train_digits=(1, 3), longer_digits=(4, 5),
+          num_train=256 if smoke else 20_000, num_test=32 if smoke else 512,
+          num_test_longer=8 if smoke else 512)),
+      batch_size=2 if smoke else 16, prompt_len=16,
+      steps=2 if smoke else 2000, log_every=1 if smoke else 50,
+      eval_every=0 if smoke else 500, checkpoint_every=0 if smoke else 500,
+      model=dict(left=cfg.pretrained_lobe(left, **runtime),
+                 right=cfg.pretrained_lobe(right, **runtime),
+                 loop=dict(turn_len=4 if smoke else 32, max_turns=2 if smoke else 4,
+                           threshold=0.9, mode="soft", bptt_depth=2)),
+      optim=dict(left=dict(lr=1e-5, warmup_steps=100), right=dict(lr=1e-5, warmup_steps=100)),
+      tau=dict(start=1e-3, end=1e-3), **overrides)
+
+
+def get_config(arg: str | None = None):
+  return pretrained("tall", arg)

@@ -22,7 +22,7 @@ zone=""
 image="us-docker.pkg.dev/cloud-tpu-images/jax-stable-stack/tpu:latest"
 dry=0
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 && !/^#SBATCH/ {sub(/^# ?/, ""); if ($0 != "" || n) {print; n = 1}}' "${BASH_SOURCE[0]}"; }
 
 while (($#)); do
   case "$1" in

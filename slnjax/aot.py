@@ -18,6 +18,7 @@ updates) is counted once per entry: the report says how many it met.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from slnjax import topologies
+from slnjax import cli, topologies
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with :arg.", lock_config=True)
@@ -85,17 +86,21 @@ def _overflow(msg: str) -> dict:
 
 
 def _devices(topo: topologies.Topology):
+  """Compile-only devices of ``topo``; TpuUnavailable (one line for the user) when libtpu is
+  absent or cannot make the topology. Decided by the condition (is libtpu importable, did
+  the topology call fail), never by the wording of jax's message, which changes between
+  versions."""
+  install = "Install it with: pip install 'jax[tpu]==0.10.2' (the 'tpu' extra of slnjax)."
+  if importlib.util.find_spec("libtpu") is None:
+    raise TpuUnavailable(f"libtpu is not installed, so there is no TPU topology to compile "
+                         f"for. {install}")
   try:
     return topo.devices()
-  except ImportError as e:
-    raise TpuUnavailable(f"No libtpu ({e}). Install it with: pip install 'jax[tpu]==0.10.2' "
-                         "(the 'tpu' extra of slnjax).") from e
-  except RuntimeError as e:
-    if "TPU" in str(e) and ("plugin" in str(e).lower() or "libtpu" in str(e).lower()):
-      raise TpuUnavailable(f"libtpu could not be loaded: {str(e)[:300]}. Install it with: "
-                           "pip install 'jax[tpu]==0.10.2'; if another process holds it, set "
-                           "ALLOW_MULTIPLE_LIBTPU_LOAD=1.") from e
-    raise
+  except (ImportError, RuntimeError) as e:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise TpuUnavailable(f"libtpu could not make the topology {topo.topology_name} "
+                         f"({type(e).__name__}: {first}). {install} If another process holds "
+                         "libtpu, set ALLOW_MULTIPLE_LIBTPU_LOAD=1.") from e
 
 
 def fit_check(config, topology: str, step_time: float | None = None,
@@ -196,6 +201,11 @@ def report(res: dict) -> str:
   return "\n".join(lines)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing; every mistake in the config or the flags is one error line (slnjax.cli)."""
+  return cli.parse_flags(argv, _CONFIG)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -218,4 +228,4 @@ def main(argv):
 
 if __name__ == "__main__":
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host backend; TPUs are compile-only
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -8,6 +8,10 @@ the key. Every field that ``train`` reads exists here, with its default:
   seed                     int: parameters, sampling, data order
   init_from                a previous run's workdir: start from its latest parameters
                            (fresh optimizer; frozen "ref"/"prev" copies are these too)
+  pretrained.left / .right Hugging Face checkpoint directories the lobes come from (the
+                           lobe shapes follow their config.json: ``pretrained_lobe``);
+                           ``python -m slnjax.import_hf`` turns them into an init_from
+                           workdir, which a fresh run then needs
   task.name / .config      a slnjax.data task and its builder config name ("" = default)
   task.overrides           builder-config fields (e.g. num_train); needs a new ``name``
   task.data_dir / .tokenizer / .train_split / .eval_split
@@ -106,6 +110,7 @@ def base_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.seed = 0
   c.init_from = ""  # a workdir whose latest parameters start this run (e.g. SFT -> PPO)
+  c.pretrained = config_dict.ConfigDict(dict(left="", right=""))  # HF dirs (slnjax.import_hf)
   c.task = config_dict.ConfigDict(dict(
       name="addition", config="", overrides=config_dict.ConfigDict(), data_dir="",
       tokenizer="byte", train_split="train", eval_split="test", allow_unsandboxed_code=False,
@@ -182,6 +187,17 @@ CPU = dict(
     model=dict(left=dict(d_model=64, d_ff=256), right=dict(d_model=64, d_ff=256),
                loop=dict(turn_len=6)),
     eval=dict(num_batches=8, transcripts=3))
+
+
+def pretrained_lobe(ckpt_dir: str, **runtime) -> dict:
+  """model.left/.right fields of a lobe shaped like the Hugging Face checkpoint in
+  ``ckpt_dir`` (its config.json); ``runtime``: convert.RUNTIME_FIELDS (dtype, scan_layers...)."""
+  from slnjax.lobes import convert  # pylint: disable=import-outside-toplevel
+  lobe = convert.config_from_hf(convert.read_hf_config(ckpt_dir), **runtime)
+  d = dataclasses.asdict(lobe)
+  if d.get("rope_scaling") is not None:
+    d["rope_scaling"] = dict(d["rope_scaling"])
+  return d
 
 
 def deep_update(base: dict, new: dict) -> dict:

@@ -46,6 +46,13 @@ class Dialogue(NamedTuple):
   halt_reason_B: jax.Array  # HALT_* codes
   final_score_B: jax.Array
 
+  def at_halt(self, x_NB):
+    """``x_NB`` (a per-turn field [N,B,...]) at each example's halting turn, its last taken
+    turn ``turns_B - 1``: [B,...]. A loss on the outcome of the dialogue reads this, not
+    ``x_NB[-1]`` (turn ``max_turns``, all zeros for an example that halted earlier)."""
+    last_B = jnp.maximum(self.turns_B - 1, 0)
+    return x_NB[last_B, jnp.arange(last_B.shape[0])]
+
 
 def _prompt_inputs(cfg, params, prompt_ids_BP, prompt_embeds_BPD, prefix_BTD=None):
   """The lobe's prefill input: the prompt (ids, or an encoder's embeddings), after its

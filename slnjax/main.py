@@ -16,12 +16,13 @@ never otherwise.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from slnjax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with :arg (e.g. :smoke).",
@@ -48,28 +49,9 @@ def check_workdir(workdir: str) -> str | None:
   return None
 
 
-def _override_keys(argv) -> list[str]:
-  return [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
-
-
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with config errors turned into one readable line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-  except (AttributeError, KeyError) as e:
-    msg = str(e)
-    bad = re.search(r"'([A-Za-z0-9_]+)", msg)
-    hint = re.search(r'Did you mean \\?"([^"\\]+)', msg)
-    keys = [k for k in _override_keys(argv) if bad and bad.group(1) in k.split(".")]
-    where = f"config.{keys[0]}" if keys else (bad.group(1) if bad else msg)
-    print(f"error: unknown config key {where} (in --{where}=...)"
-          + (f"; did you mean {hint.group(1)!r}?" if hint else "")
-          + " The config is locked: only keys of the config file can be set.", file=sys.stderr)
-  except (TypeError, ValueError) as e:
-    print(f"error: bad config override: {e}", file=sys.stderr)
-  sys.exit(2)
+  """absl flag parsing with config errors turned into one readable line (slnjax.cli)."""
+  return cli.parse_flags(argv, _CONFIG)
 
 
 def main(argv):

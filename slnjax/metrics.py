@@ -6,9 +6,13 @@ Only process 0 writes (``enabled``). Files:
                             Event protos, encoded by hand; no TensorFlow, no tensorboardX)
 On resume from step s, JSONL lines with step > s are dropped and TensorBoard purges events
 from step s + 1 on, so a resumed run's logs read like an uninterrupted one.
+With $SLNJAX_WANDB_PROJECT set (and the `wandb` extra installed), the same scalars also go to
+a Weights & Biases run whose id follows from the workdir, so a resumed job continues it (W&B
+keeps the first value of a step: steps re-run after a preemption are not logged again).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -200,7 +204,7 @@ class Writer:
     self.total = total_steps
     self.stream = stream or sys.stdout
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self._tb = None
+    self._tb = self._wandb = None
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -211,6 +215,7 @@ class Writer:
         f.writelines(kept)
     self._tb = EventFile(os.path.join(workdir, "tb"),
                          purge_step=start_step + 1 if start_step else None)
+    self._wandb = wandb_run(workdir)
 
   def write(self, step: int, metrics: dict, split: str = "train", echo: bool = True):
     if not self.enabled:
@@ -218,9 +223,11 @@ class Writer:
     row = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
-    for k, v in metrics.items():
-      if np.isfinite(v):
-        self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    finite = {f"{split}/{k}": float(v) for k, v in metrics.items() if np.isfinite(v)}
+    for tag, v in finite.items():
+      self._tb.add_scalar(tag, v, int(step))
+    if self._wandb is not None:
+      self._wandb.log(finite, step=int(step))
     if echo:
       line = progress_line(step, self.total, metrics)
       print(line if split == "train" else f"{split}  {line}", file=self.stream, flush=True)
@@ -242,6 +249,27 @@ class Writer:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+    if self._wandb is not None:
+      self._wandb.finish()
+      self._wandb = None
+
+
+WANDB_ENV = "SLNJAX_WANDB_PROJECT"
+
+
+def wandb_run(workdir: str):
+  """A Weights & Biases run when $SLNJAX_WANDB_PROJECT names a project, else None."""
+  project = os.environ.get(WANDB_ENV)
+  if not project:
+    return None
+  try:
+    import wandb  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ValueError(f"${WANDB_ENV}={project} asks for Weights & Biases logging but wandb is "
+                     "not installed: pip install -e '.[wandb]' (or unset it).") from e
+  path = os.path.abspath(workdir).rstrip("/")
+  return wandb.init(project=project, id=hashlib.sha1(path.encode()).hexdigest()[:16],
+                    name=os.path.basename(path), dir=path, resume="allow")
 
 
 class Timer:

@@ -308,6 +308,11 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
       start, st = 0, ts.init_fn(jax.random.PRNGKey(config.seed))
       if config.init_from:
         st = _start_from(ts, st, config.init_from)
+      elif any(dict(config.get("pretrained") or {}).values()):
+        raise ValueError("config.pretrained names Hugging Face checkpoints but config.init_from "
+                         "is empty, so the lobes would start from random weights. Convert them "
+                         "first: python -m slnjax.import_hf --config <this config> --out DIR, "
+                         "then pass --config.init_from=DIR.")
     lead = jax.process_index() == 0
     if lead:
       os.makedirs(workdir, exist_ok=True)

@@ -88,3 +88,29 @@ def test_oversized_config_reports_hbm_overflow_not_a_traceback(tmp_path):
   assert p.returncode == 3, (p.stdout + p.stderr)[-3000:]
   assert "DOES NOT FIT" in p.stdout and "exceeds available HBM" in p.stdout
   assert "Traceback" not in p.stdout + p.stderr
+
+
+def test_missing_libtpu_is_one_error_line_whatever_jax_says(monkeypatch):
+  """Decided on the condition (libtpu importable? topology call failed?), not on wording."""
+  topo = topologies.parse("v5e:2x2")
+  monkeypatch.setattr(aot.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(aot.TpuUnavailable, match="libtpu is not installed"):
+    aot._devices(topo)
+  monkeypatch.undo()
+  monkeypatch.setattr(aot.importlib.util, "find_spec", lambda name: object())
+
+  def fail():
+    raise RuntimeError("some wording no jax version has used yet\nsecond line")
+  monkeypatch.setattr(topologies.Topology, "devices", lambda self: fail())
+  with pytest.raises(aot.TpuUnavailable, match="some wording no jax version") as e:
+    aot._devices(topo)
+  assert "second line" not in str(e.value)
+
+
+@pytest.mark.skipif(HAS_LIBTPU, reason="checks the message a machine without libtpu prints")
+def test_aot_without_libtpu_prints_one_error_line():
+  p = _aot("--config", "experiments/ablation_f_lateralized.py:smoke", "--topology", "v5e-16",
+           timeout=200)
+  assert p.returncode == 2, p.stderr
+  assert p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
+  assert p.stderr.startswith("error: libtpu is not installed") and "pip install" in p.stderr

@@ -125,3 +125,20 @@ def test_slurm_requeues_a_preempted_run_only(tmp_path):
     assert (log.read_text() if log.exists() else "") == (
         "requeue 4242\n" if rc == checkpoint.PREEMPTED_EXIT_CODE else ""), rc
     log.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_the_header_comment_and_nothing_else(script, flag):
+  p = subprocess.run(["bash", os.path.join(LAUNCH, script), flag], cwd=ROOT, capture_output=True,
+                     text=True, check=False)
+  assert p.returncode == 0 and not p.stderr, p.stdout + p.stderr
+  with open(os.path.join(LAUNCH, script)) as f:
+    header = [line.rstrip("\n") for line in f][1:]
+  header = header[:next(i for i, line in enumerate(header) if not line.startswith("#"))]
+  comment = [line[2:] if line.startswith("# ") else line[1:] for line in header
+             if not line.startswith("#SBATCH")]
+  shown = p.stdout.splitlines()
+  assert shown and shown == comment[comment.index(shown[0]):], p.stdout
+  assert "--config" in p.stdout, p.stdout
+  assert not any(line.startswith(("set ", "#")) for line in shown), p.stdout

@@ -137,3 +137,16 @@ def test_bad_inputs():
     loop.DialogueSpec(spec.left, spec.left, tall=False)
   with pytest.raises(ValueError, match="bptt_depth"):
     loop.LoopConfig(bptt_depth=-1)
+
+
+def test_at_halt_reads_each_examples_last_taken_turn():
+  N, B, M = 4, 3, 2
+  x_NBM = jnp.arange(N * B * M, dtype=jnp.float32).reshape(N, B, M) + 1
+  turns_B = jnp.array([1, 4, 2])
+  z = jnp.zeros((N, B))
+  d = loop.Dialogue(*([x_NBM] * 5), x_NBM, z, z, z > 0, turns_B, turns_B, turns_B * 0.0)
+  np.testing.assert_array_equal(d.at_halt(x_NBM), np.stack([x_NBM[0, 0], x_NBM[3, 1],
+                                                            x_NBM[1, 2]]))
+  np.testing.assert_array_equal(d.at_halt(d.score_NB), np.zeros(B))
+  grad = jax.grad(lambda x: d._replace(left_logp_target_NBM=x).at_halt(x).sum())(x_NBM)
+  assert float(grad.sum()) == B * M and float(grad[-1, 0].sum()) == 0  # halted at turn 1
