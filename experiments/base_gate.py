@@ -96,7 +96,8 @@ def summarize(workdirs, data_dir=None):
                                by_digits={k.split("/d")[1]: v for k, v in r.items()
                                           if k.startswith("acc_final/d")})
                           for r in _rows(w, "eval")],
-        train_curve=[dict(step=r["step"], nll=r["nll"], token_accuracy=r["accuracy"])
+        train_curve=[dict(step=r["step"], nll=r["nll"],  # "accuracy" before the rename
+                          token_accuracy=r.get("token_acc", r.get("accuracy")))
                      for r in _rows(w, "train")]))
 
   def mean_se(xs):

@@ -7,7 +7,7 @@ memory of the train step (temp + argument + output bytes) and the step time agai
 Add --seeds 3 for mean ± standard error over seeds 0-2. Each run checkpoints every 100
 steps: a rerun (after preemption, or of the finished sweep) resumes or reads runs back.
 Run time (2-core CPU, measured 2026-12-01): 11 min (4 settings x 300 steps, each evaluated).
-Result (one seed; step ms then was the last logging interval, not yet the median over
+Result: (one seed; step ms then was the last logging interval, not yet the median over
 intervals): on 512 test problems (docs/figures/tbptt_depth_sweep.png is this run's plot):
 
   k     acc. after loop   step memory MiB   step ms   final loss

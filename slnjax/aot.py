@@ -27,12 +27,10 @@ import sys
 import time
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from slnjax import cli, topologies
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, optionally with :arg.", lock_config=True)
+_CONFIG = cli.config_flag("Experiment config file, optionally with :arg.")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "e.g. v5p-128, v5e-256, 2xv5e-256, v5e:2x2.")
 _STEP_TIME = flags.DEFINE_float("step_time", None, "Seconds per step, for the MFU estimate.")
 _LAYOUT = flags.DEFINE_enum("layout", "shared", ["shared", "hemispheres"],

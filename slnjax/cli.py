@@ -14,6 +14,16 @@ from absl import flags
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def config_flag(help_text: str) -> flags.FlagHolder:
+  """The ``--config FILE.py[:arg]`` flag (locked config). Entry points are separate programs,
+  but a process that imports several of them (the test suite) would define it twice: the
+  second import then shares the first one's flag."""
+  if "config" in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS["config"])
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  return config_flags.DEFINE_config_file("config", None, help_text, lock_config=True)
+
+
 def config_arg(argv: list[str], name: str = "config") -> str | None:
   """The value of --NAME (``--config=X`` or ``--config X``) in argv, or None."""
   for i, a in enumerate(argv):

@@ -22,13 +22,11 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from slnjax import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file whose config.pretrained names the checkpoints.",
-    lock_config=True)
+_CONFIG = cli.config_flag(
+    "Experiment config file whose config.pretrained names the checkpoints.")
 _OUT = flags.DEFINE_string("out", None, "The workdir to write (then --config.init_from=OUT).")
 flags.mark_flags_as_required(["config", "out"])
 

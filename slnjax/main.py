@@ -20,13 +20,10 @@ import sys
 import tempfile
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from slnjax import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, optionally with :arg (e.g. :smoke).",
-    lock_config=True)
+_CONFIG = cli.config_flag("Experiment config file, optionally with :arg (e.g. :smoke).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and transcripts go.")
 flags.mark_flags_as_required(["config", "workdir"])
 _ALLOW_SCHEDULE_CHANGE = flags.DEFINE_bool(

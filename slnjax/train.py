@@ -276,6 +276,8 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
 
 def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) -> dict:
   config = cfg.finalize(config)
+  if data.get_task(config.task.name).executes_code:  # before any model-written program runs
+    data.require_sandbox(config.task.allow_unsandboxed_code)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   writer = None
   try:
@@ -289,8 +291,6 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
     if train_step is not None:
       mesh = train_step.mesh
     mesh = mesh or parallel.make_mesh(tuple(config.mesh.ici), tuple(config.mesh.dcn))
-    if data.get_task(config.task.name).executes_code:  # before any model-written program runs
-      data.require_sandbox(config.task.allow_unsandboxed_code)
     ts = train_step or make_train_step(config, mesh)
     tokenizer = data.load_tokenizer(config.task.tokenizer or None)
     train_source, eval_source = load_sources(config)

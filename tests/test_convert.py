@@ -479,34 +479,6 @@ def test_tokenizer_is_read_and_copied_on_export(tmp_path):
     convert.load_tokenizer(str(tmp_path))
 
 
-def _load_experiment(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments",
-                                                                   f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_experiment_configs():
-  tall = _load_experiment("tall_pretrained")
-  lat = _load_experiment("lateralized_pretrained")
-  for module, kind in ((tall, "tall"), (lat, "lateralized")):
-    assert module.__doc__.startswith(f"python -m slnjax.main --config=experiments/{kind}_")
-    c = module.get_config("left=/ckpt/a,right=/ckpt/b")
-    assert (c.model, c.left_checkpoint, c.right_checkpoint) == (kind, "/ckpt/a", "/ckpt/b")
-    assert c.right_lobe.score_head and c.right_lobe.lm_head == (kind == "tall")
-    for field in ("turn_len", "max_turns", "threshold", "mode", "bptt_depth"):
-      assert field in c.loop
-    assert c.tau == 1e-3
-    assert set(c.left_lobe) <= set(convert.RUNTIME_FIELDS)
-    assert set(c.right_lobe) <= set(convert.RUNTIME_FIELDS)
-    assert module.get_config("left=/ckpt/a").right_checkpoint == "/ckpt/a"
-    with pytest.raises(ValueError, match="left"):
-      module.get_config("right=/ckpt/b")
-    with pytest.raises(ValueError, match="Unknown config argument 'middle'"):
-      module.get_config("left=/a,middle=/b")
-
-
 def test_pythia_70m_shape_parity(tmp_path):
   """Pythia-70M's shape: 6 layers, d 512, 8 heads, partial rotary 0.25, vocab 50304 (~8 s)."""
   cfg_hf = transformers.GPTNeoXConfig(vocab_size=50304, hidden_size=512, num_hidden_layers=6,
