@@ -136,12 +136,17 @@ def _compile(cfg, batch, length):
 def flops_check(cfg, batch, length) -> dict:
   """Our formula against XLA's cost_analysis. XLA counts a scanned layer's body once, so the
   step is lowered with 1 and 2 unrolled layers of the same shapes (lowered HLO, before XLA's
-  optimisations: no compile needed); the difference is one layer, the rest the embedding,
-  head and losses, extrapolated to cfg.n_layers."""
+  optimisations: no compile needed where the backend analyses lowered HLO; jax 0.11's CUDA
+  backend does not (None, seen on an H200), and then the copies are compiled); the
+  difference is one layer, the rest the embedding, head and losses, extrapolated to
+  cfg.n_layers."""
   t0 = time.perf_counter()
   xla = {}
   for n in (1, 2):
-    xla[n] = xla_flops(_lower(cfg.replace(n_layers=n, scan_layers=False), batch, length)[0])
+    lowered = _lower(cfg.replace(n_layers=n, scan_layers=False), batch, length)[0]
+    xla[n] = xla_flops(lowered)
+    if xla[n] is None:
+      xla[n] = xla_flops(lowered.compile())
   if not xla[1] or not xla[2]:
     return {"xla_1_layer": xla[1], "xla_2_layers": xla[2], "lower_s": time.perf_counter() - t0}
   full = xla[1] + (cfg.n_layers - 1) * (xla[2] - xla[1])
