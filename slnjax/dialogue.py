@@ -17,58 +17,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
+
+# One checkpoint-and-config loader for both commands (bad input: one ``error:`` line).
+from slnjax.eval_cli import UserError, load_run as load_config
 
 USAGE = ("python -m slnjax.dialogue --workdir W --prompt TEXT [--turns T] [--temperature X] "
          "[--step N] [--seed S]")
-
-
-class UserError(ValueError):
-  """Bad input from the command line: printed as one ``error:`` line."""
-
-
-def _tuples(x):
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
-def load_config(workdir: str, step: int | None):
-  """(finalized config, step) of the checkpoint at ``step`` (None: the latest)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(
-      directory) else []
-  if not steps:
-    raise UserError(f"no checkpoint in {directory}: pass the --workdir of a training run "
-                    "that saved checkpoints (config.checkpoint_every > 0).")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise UserError(f"--step {step}: no checkpoint at that step in {directory}; saved steps: "
-                    f"{', '.join(map(str, steps))}.")
-  manager = ocp.CheckpointManager(directory, item_handlers={"config": ocp.JsonCheckpointHandler()},
-                                  options=ocp.CheckpointManagerOptions(
-                                      create=False, read_only=True, save_interval_steps=0,
-                                      max_to_keep=None))
-  try:
-    saved = dict(manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))["config"])
-  except (FileNotFoundError, KeyError, ValueError) as e:
-    raise UserError(f"the checkpoint at step {step} in {directory} has no readable config "
-                    f"({type(e).__name__}); pass another --step.") from e
-  finally:
-    manager.close()
-  saved = _tuples(saved)
-  c = cfg.base_config()
-  c.objective = config_dict.ConfigDict(saved.pop("objective", {"name": "sft"}))
-  cfg._merge(c, saved)  # pylint: disable=protected-access
-  return cfg.finalize(c), step
 
 
 def encode_prompt(tokenizer, text: str, vocab_size: int) -> list[int]:
