@@ -94,23 +94,30 @@ def load() -> list[float]:
   return [round(x, 2) for x in os.getloadavg()]
 
 
-def _version(name):
+def version(name):
+  """An installed package's version, or None."""
   try:
     return importlib.metadata.version(name)
   except importlib.metadata.PackageNotFoundError:
     return None
 
 
-def machine() -> dict:
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else platform.processor()."""
   cpu = platform.processor()
   try:
     with open("/proc/cpuinfo") as f:
       cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
   except OSError:
     pass
+  return cpu
+
+
+def machine() -> dict:
+  cpu = cpu_model()
   mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem / 2**30, 1),
           "python": platform.python_version(), "platform": platform.platform(),
-          "versions": {n: _version(n) for n in ("jax", "jaxlib", "flax", "numpy", "torch",
+          "versions": {n: version(n) for n in ("jax", "jaxlib", "flax", "numpy", "torch",
                                                   "transformers")},
           "threads_per_side": THREADS, "xla_flags": XLA_FLAGS}

@@ -8,12 +8,13 @@ neither exists: the rows carry peak RSS increases instead (harness.peak_increase
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import os
 import platform
 import shutil
 import subprocess
 import time
+
+from benchmarks import harness
 
 VERSIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax",
             "numpy", "torch", "transformers")
@@ -71,26 +72,14 @@ def _nvidia_smi() -> list[dict]:
           out.strip().splitlines() if line.strip()]
 
 
-def _version(name):
-  try:
-    return importlib.metadata.version(name)
-  except importlib.metadata.PackageNotFoundError:
-    return None
-
-
 def machine() -> dict:
   """Host, GPUs (nvidia-smi), versions and date; no jax or torch import (the parent process
   of the benchmark stays off the device)."""
-  cpu = platform.processor()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-  except OSError:
-    pass
+  cpu = harness.cpu_model()
   return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "host_cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
           "platform": platform.platform(), "gpus": _nvidia_smi(),
-          "versions": {n: v for n in VERSIONS if (v := _version(n)) is not None},
+          "versions": {n: v for n in VERSIONS if (v := harness.version(n)) is not None},
           "env": {k: os.environ[k] for k in sorted(os.environ)
                   if k.startswith(("XLA_", "JAX_", "CUDA_VISIBLE", "TF_CPP"))}}
 
