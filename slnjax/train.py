@@ -250,13 +250,15 @@ def _start_from(ts: TrainStep, st: dict, source: str) -> dict:
   return {**st, "params": params, "frozen": frozen}
 
 
-def _evaluate(evaluator, st, step: int, config, writer) -> dict:
-  """The periodic evaluation at ``step``: logged, and returned prefixed "eval/"."""
+def _evaluate(evaluator, st, step: int, config, writer, split: str = "eval") -> dict:
+  """An evaluation at ``step``: logged as ``split`` (transcripts: the periodic one's only),
+  and returned prefixed "<split>/"."""
   tau = state_lib.tau_at(config.tau, config.steps, step - 1)
   em, text = evaluator(st["params"], step, tau)
-  writer.write(step, em, split="eval")
-  writer.text(step, "transcripts", text)
-  return {f"eval/{k}": v for k, v in em.items()}
+  writer.write(step, em, split=split)
+  if split == "eval":
+    writer.text(step, "transcripts", text)
+  return {f"{split}/{k}": v for k, v in em.items()}
 
 
 def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
@@ -309,10 +311,9 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
       if config.init_from:
         st = _start_from(ts, st, config.init_from)
       elif any(dict(config.get("pretrained") or {}).values()):
-        raise ValueError("config.pretrained names Hugging Face checkpoints but config.init_from "
-                         "is empty, so the lobes would start from random weights. Convert them "
-                         "first: python -m slnjax.import_hf --config <this config> --out DIR, "
-                         "then pass --config.init_from=DIR.")
+        raise ValueError("config.pretrained is set but config.init_from is empty (random "
+                         "lobes): run python -m slnjax.import_hf --config <this config> --out "
+                         "DIR, then pass --config.init_from=DIR.")
     lead = jax.process_index() == 0
     if lead:
       os.makedirs(workdir, exist_ok=True)
@@ -377,11 +378,8 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
           writer.note(f"evaluating at step {step} (the first evaluation compiles its decoding) ...")
         evaluated = True
         out.update(_evaluate(evaluator, st, step, config, writer))
-      if final and final_evaluator:
-        tau = state_lib.tau_at(config.tau, config.steps, step - 1)
-        em, _ = final_evaluator(st["params"], step, tau)
-        writer.write(step, em, split="final")
-        out.update({f"final/{k}": v for k, v in em.items()})
+      if final and final_evaluator:  # e.g. the test split, once
+        out.update(_evaluate(final_evaluator, st, step, config, writer, split="final"))
       if save_now:
         ckpt.save(step, st, it, config)
         flop_ledger.write(step)
