@@ -72,6 +72,10 @@ def test_mbpp_splits_by_task_id_and_runs_asserts(tmp_path):
     assert not mbpp.verify(ex, "this is not python")
     fenced = "Here you go:\n```python\n" + as_text(ex["target"]) + "```\nDone."
     assert mbpp.verify(ex, fenced)
+    # An answer that exits with status 0 before the asserts ran is not a pass.
+    for hack in ("import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n", "raise SystemExit\n",
+                 "def add(a, b):\n    import os; os._exit(0)\n"):
+        assert not mbpp.verify(ex, hack), hack
 
 
 def test_mbpp_incomplete_file_is_reported(tmp_path):
@@ -90,6 +94,7 @@ def test_humaneval_from_manual_dir_and_verifier(tmp_path):
     assert humaneval.verify(ex, as_text(ex["target"]))
     assert not humaneval.verify(ex, "    return 3 * x\n")
     assert not humaneval.verify(ex, "    import time\n    time.sleep(60)\n", timeout_s=1.0)
+    assert not humaneval.verify(ex, "    import os\n    os._exit(0)\n")  # exits before check()
 
 
 @pytest.mark.parametrize("task,files", [
@@ -138,6 +143,9 @@ def test_run_python_status_and_timeout():
     assert execution.run_python("import sys; sys.exit(0)")
     assert not execution.run_python("raise SystemExit(3)")
     assert not execution.run_python("import time; time.sleep(30)", timeout_s=0.5)
+    assert execution.run_to_end("import sys; print('x' * 5000)")
+    assert not execution.run_to_end("import sys; sys.exit(0)")
+    assert not execution.run_to_end("import os; os._exit(0)")
 
 
 @pytest.mark.slow

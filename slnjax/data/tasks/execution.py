@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -102,6 +103,20 @@ def _refusal(reason: str) -> str:
 def run_python(source: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     """True iff `source` runs to completion with exit status 0 within `timeout_s` seconds."""
     return execute(source, timeout_s).ok
+
+
+def run_to_end(source: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True iff `source` runs to its last line: exit status 0 within `timeout_s` seconds AND a
+    fresh random marker, written to stdout by a line appended after `source`, was printed.
+    The verifiers check model-written code this way, so an answer that ends the process early
+    with status 0 (`sys.exit(0)`, `os._exit(0)`, `raise SystemExit`) before the asserts that
+    follow it ran is a failure, not a pass. (An answer that reads its own program file could
+    still find the marker; the sandbox does not hide it.)"""
+    marker = "slnjax-ran-to-end-" + secrets.token_hex(16)
+    line = (f"__import__('sys').stdout.flush(); __import__('sys').stderr.flush(); "
+            f"__import__('os').write(1, b'\\n{marker}\\n')\n")
+    out = execute(source.rstrip("\n") + "\n" + line, timeout_s)
+    return out.ok and marker in out.output
 
 
 def execute(source: str, timeout_s: float = DEFAULT_TIMEOUT_S, limits: Limits = Limits(),

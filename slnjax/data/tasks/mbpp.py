@@ -46,7 +46,7 @@ def program(example: Mapping[str, Any], answer: str) -> str:
 def verify(example: Mapping[str, Any], answer: str,
            timeout_s: float = execution.DEFAULT_TIMEOUT_S) -> bool:
     """True iff the example's asserts pass against `answer` in a subprocess."""
-    return execution.run_python(program(example, answer), timeout_s=timeout_s)
+    return execution.run_to_end(program(example, answer), timeout_s=timeout_s)
 
 
 class Mbpp(base.TaskBuilder, skip_registration=True):
