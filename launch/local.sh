@@ -7,7 +7,10 @@
 #       --config=experiments/FILE.py[:arg] --workdir=DIR [--config.key=value ...]
 #
 # Everything after -- goes to python -m slnjax.main unchanged. If one process fails, the
-# others are killed and its exit code is returned. PYTHON overrides the interpreter.
+# others are killed and its exit code is returned. Ctrl-C or SIGTERM is passed on to every
+# process, which saves a checkpoint and exits 75 (as does a process preempted on its own:
+# the others are then stopped the same way); the script then exits 75, and the same command
+# resumes. PYTHON overrides the interpreter.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,12 +50,24 @@ if [[ "$dry" == 1 ]]; then
   printf 'cd %q\n' "$root"
 fi
 pids=()
+preempted=75  # slnjax.checkpoint.PREEMPTED_EXIT_CODE
+stopping=0
+interrupted=0
 cleanup() {
   if ((${#pids[@]})); then
     kill -KILL "${pids[@]}" 2>/dev/null || true
   fi
 }
-trap cleanup INT TERM
+stop_all() {  # every process saves a checkpoint, then exits 75
+  if ((stopping == 0)); then
+    echo "local.sh: stopping; every process saves a checkpoint first" >&2
+  fi
+  stopping=1
+  if ((${#pids[@]})); then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap 'interrupted=1; stop_all' INT TERM
 
 for ((i = 0; i < num; i++)); do
   cmd=(env "PYTHONPATH=$root" "JAX_COORDINATOR_ADDRESS=127.0.0.1:$port"
@@ -77,15 +92,33 @@ if [[ "$dry" == 1 ]]; then
   exit 0
 fi
 
+rc=0
 remaining=$num
 while ((remaining > 0)); do
   status=0
   wait -n || status=$?
-  if ((status != 0)); then
+  if ((interrupted == 1)); then  # the signal ended the wait, not a process
+    interrupted=0
+    continue
+  fi
+  remaining=$((remaining - 1))
+  if ((status == preempted)); then
+    rc=$preempted
+    stop_all
+  elif ((status != 0)); then
+    if ((stopping == 1)); then
+      if ((rc == 0 || rc == preempted)); then rc=$status; fi
+      continue
+    fi
     echo "local.sh: a process exited with status $status; stopping the others." >&2
     cleanup
     wait || true
     exit "$status"
   fi
-  remaining=$((remaining - 1))
 done
+if ((stopping == 1)); then
+  if ((rc == preempted)); then
+    echo "local.sh: every process saved its checkpoint; run the same command to resume" >&2
+  fi
+fi
+exit "$rc"

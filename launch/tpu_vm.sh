@@ -88,5 +88,14 @@ run tar -czf "$archive" -C "$root" -T "$list"
 run "${gc[@]}" scp "$archive" "$name:~/slnjax.tgz" "${where[@]}" --worker=all
 run "${gc[@]}" ssh "$name" "${where[@]}" --worker=all \
   --command="$(python3 "$here/plan.py" install --extra tpu)"
+rc=0
 run "${gc[@]}" ssh "$name" "${where[@]}" --worker=all \
-  --command="$(python3 "$here/plan.py" run --root "$root" -- "$@")"
+  --command="$(python3 "$here/plan.py" run --root "$root" -- "$@")" || rc=$?
+if [[ "$rc" == 75 ]]; then  # slnjax.checkpoint.PREEMPTED_EXIT_CODE
+  echo "tpu_vm.sh: the run was stopped and saved a checkpoint; rerun this command to resume" >&2
+elif [[ "$rc" != 0 ]]; then
+  echo "tpu_vm.sh: the run failed (status $rc); a preempted spot VM must be deleted and" \
+       "recreated (gcloud compute tpus tpu-vm delete $name); rerunning resumes from the" \
+       "newest checkpoint in the workdir" >&2
+fi
+exit "$rc"

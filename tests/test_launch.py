@@ -81,6 +81,11 @@ def test_xpk_dry_run():
   assert words[:3] == ["xpk", "workload", "create"] and "--num-slices=2" in words
   command = [w for w in words if w.startswith("--command=")][0].split("=", 1)[1]
   assert main_args(shlex.split(command)) == ARGS
+  assert not any(w.startswith("--max-restarts") for w in words)
+  (words,) = dry("xpk.sh", "--dry_run", "--cluster", "c", "--workload", "w", "--type",
+                 "v5e-256", "--max_restarts", "5", "--grace_s", "600", "--", *ARGS)
+  assert {"--max-restarts=5", "--restart-on-user-code-failure",
+          "--termination-grace-period-seconds=600"} <= set(words)
 
 
 def test_slurm_dry_run():
@@ -142,3 +147,43 @@ def test_help_is_the_header_comment_and_nothing_else(script, flag):
   assert shown and shown == comment[comment.index(shown[0]):], p.stdout
   assert "--config" in p.stdout, p.stdout
   assert not any(line.startswith(("set ", "#")) for line in shown), p.stdout
+
+
+FAKE_MAIN = """#!/bin/bash
+# Stands in for the interpreter: plan.py runs for real; `-m slnjax.main` pretends to train and,
+# on SIGTERM, "saves" (a line in $FAKE_LOG) and exits 75, as slnjax.main does.
+if [[ "$1" == *plan.py ]]; then exec {python} "$@"; fi
+trap 'echo "saved $JAX_PROCESS_ID" >> "$FAKE_LOG"; exit 75' TERM
+echo "started $JAX_PROCESS_ID" >> "$FAKE_LOG"
+if [[ "$JAX_PROCESS_ID" == "$FAKE_PREEMPT" ]]; then sleep 1; echo "saved $JAX_PROCESS_ID" >> "$FAKE_LOG"; exit 75; fi
+for _ in $(seq 300); do sleep 0.1; done
+echo "finished $JAX_PROCESS_ID" >> "$FAKE_LOG"
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl_c", "one_preempted"])
+def test_local_stop_lets_every_process_save_then_exits_75(tmp_path, how):
+  """Ctrl-C (SIGINT to the script), or one process preempted on its own: every process gets
+  SIGTERM (never SIGKILL), saves, and the script exits PREEMPTED_EXIT_CODE."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from slnjax import checkpoint  # pylint: disable=g-import-not-at-top
+  fake = tmp_path / "python"
+  fake.write_text(FAKE_MAIN.format(python=shlex.quote(sys.executable)))
+  os.chmod(fake, 0o755)
+  log = tmp_path / "log"
+  env = {**os.environ, "PYTHON": str(fake), "FAKE_LOG": str(log),
+         "FAKE_PREEMPT": "1" if how == "one_preempted" else "none"}
+  p = subprocess.Popen(["bash", os.path.join(LAUNCH, "local.sh"), "-n", "3", "--port", "1",
+                        "--", *ARGS[:2]], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 20
+  while time.time() < deadline and (not log.exists() or log.read_text().count("started") < 3):
+    time.sleep(0.1)
+  if how == "ctrl_c":
+    p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=30)
+  lines = log.read_text().splitlines()
+  assert p.returncode == checkpoint.PREEMPTED_EXIT_CODE, err
+  assert sorted(x for x in lines if x.startswith("saved")) == ["saved 0", "saved 1", "saved 2"]
+  assert not any(x.startswith("finished") for x in lines) and "run the same command" in err
