@@ -8,12 +8,12 @@ Result: on 512 test problems (greedy), accuracy 0.34 (1 digit 0.98, 2 digits 0.0
 3 digits 0.00); 1 turn by construction. Train cross-entropy 1.14 per answer token.
 Smoke version (tests): --config experiments/ablation_a_single.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 ABLATION = dict(steps=600, log_every=100, eval_every=600, checkpoint_every=300)
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "single", "bptt", arg, size=ABLATION,
       model=dict(loop=dict(max_turns=1, mode="soft", threshold=None)))

@@ -11,13 +11,13 @@ Result: on 512 test problems, accuracy after turn 1 0.03 and after the loop 0.05
 generated turn (0.0001 vs 0.9996 for true answers), so it never halts. Below row A (0.34).
 Smoke version (tests): --config experiments/ablation_b_self_reflection.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 ABLATION = dict(steps=600, log_every=100, eval_every=600, checkpoint_every=300)
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "self_reflection", "bptt", arg, size=ABLATION,
       model=dict(loop=dict(max_turns=3, mode="soft", threshold=0.5)),
       objective=dict(critic_weight=0.5))

@@ -9,12 +9,12 @@ Result: on 512 test problems, accuracy after turn 1 0.00 and after the 3 rounds 
 (1 digit 0.39, 2 digits 0.02, 3 digits 0.00). Below row A (0.34), above rows B, D and F.
 Smoke version (tests): --config experiments/ablation_c_homogeneous.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 ABLATION = dict(steps=600, log_every=100, eval_every=600, checkpoint_every=300)
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "homogeneous", "bptt", arg, size=ABLATION,
       model=dict(loop=dict(max_turns=3, mode="soft", threshold=None)))

@@ -9,12 +9,12 @@ Result: on 512 test problems, accuracy after turn 1 0.01 and after the 3 rounds 
 are not answers. At this budget row D is below row A (0.34).
 Smoke version (tests): --config experiments/ablation_d_tall.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 ABLATION = dict(steps=600, log_every=100, eval_every=600, checkpoint_every=300)
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "tall", "bptt", arg, size=ABLATION,
       model=dict(loop=dict(max_turns=3, mode="soft", threshold=None)))

@@ -12,13 +12,13 @@ of turns only because most turns are wrong), so nothing halts early, and the lef
 to answer in the last turn, where the loss is. At this budget row F is below row A (0.34).
 Smoke version (tests): --config experiments/ablation_f_lateralized.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 ABLATION = dict(steps=600, log_every=100, eval_every=600, checkpoint_every=300)
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "bptt", arg, size=ABLATION,
       model=dict(loop=dict(max_turns=3, mode="soft", threshold=0.5)),
       objective=dict(critic_weight=0.5))

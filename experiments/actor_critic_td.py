@@ -15,10 +15,11 @@ turn 1 0.40, after the loop 0.37 (SFT alone: 0.43 / 0.34 with an untrained criti
 Smoke version (tests): --config experiments/actor_critic_td.py:smoke
 """
 from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "actor_critic_td", arg,
       size=dict(steps=500, log_every=50, eval_every=500, checkpoint_every=500,
                 init_from="/tmp/sln/sft"),

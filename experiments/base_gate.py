@@ -19,6 +19,7 @@ Seeds: --config.seed=1, --config.seed=2.
 Smoke version (tests): --config experiments/base_gate.py:smoke
 """
 from slnjax import config
+from experiments import common
 
 GATE = dict(
     task=dict(config="reversed3", eval_split="validation"),
@@ -42,8 +43,8 @@ def get_config(arg=None):
         batch_size=8, steps=4, log_every=2, eval_every=2, checkpoint_every=0,
         model=dict(left=dict(d_model=16, d_ff=32)),
         eval=dict(num_batches=1, batch_size=8, transcripts=1)))
-    return config.experiment("single", "sft", **small)
-  return config.experiment("single", "sft", **GATE)
+    return common.experiment("single", "sft", **small)
+  return common.experiment("single", "sft", **GATE)
 
 
 def _rows(workdir, split):

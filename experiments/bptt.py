@@ -13,10 +13,10 @@ at 600 steps). Row F (ablation_f_lateralized.py: the same procedure at 600 steps
 3 turns (0.11).
 Smoke version (tests): --config experiments/bptt.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "bptt", arg, size=dict(steps=800, eval_every=800, checkpoint_every=400),
       model=dict(loop=dict(max_turns=3, mode="soft", threshold=0.5, bptt_depth=-1)))

@@ -14,10 +14,11 @@ left lobe, trained on first turns only, has not learned to revise.
 Smoke version (tests): --config experiments/critic_bce.py:smoke
 """
 from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "critic_bce", arg,
       size=dict(steps=300, log_every=25, eval_every=300, checkpoint_every=300,
                 init_from="/tmp/sln/sft"),

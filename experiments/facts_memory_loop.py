@@ -14,7 +14,7 @@ the accuracies; the transcripts list the selected facts (slnjax/evaluate_memory.
 Not measured yet: no full-length run was made (estimated 20-40 minutes on a 2-core CPU).
 Smoke version (tests): --config experiments/facts_memory_loop.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 TASK = dict(name="facts", config="closed_book", data_dir="",
             overrides=dict(name="closed_book_loop", num_people=300, num_train=6000,
@@ -29,7 +29,7 @@ MEMORY = dict(lobes=("left", "right"), selector="mha", residual=True, k=2, mode=
 def get_config(arg=None):
   smoke = arg == "smoke"
   steps = 4 if smoke else 1500
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "bptt", arg, size=dict(checkpoint_every=500, eval=dict(num_batches=-1)),
       task=SMOKE_TASK if smoke else TASK, prompt_len=72, steps=steps, eval_every=steps,
       model=dict(loop=dict(turn_len=8, max_turns=2, mode="soft", threshold=0.5,

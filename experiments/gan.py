@@ -11,11 +11,11 @@ answers: on 512 test problems accuracy after turn 1 0.07 (SFT: 0.43), after the 
 3 turns always (the critic never approves).
 Smoke version (tests): --config experiments/gan.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "gan", arg,
       size=dict(steps=300, log_every=25, eval_every=300, checkpoint_every=300,
                 init_from="/tmp/sln/sft"),

@@ -21,7 +21,7 @@ Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
 A real run needs weights and a tokenizer: python -m slnjax.import_hf (see llama8b_tall.py) and
 pass --config.init_from=<its workdir> --config.task.tokenizer=<tokenizer dir>.
 """
-from slnjax import config as cfg
+from experiments import common
 
 LLAMA3_8B = dict(
     vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
                      "'smoke' (tiny lobes).")
   smoke = arg == "smoke"
   lobe = dict(LLAMA3_8B, **SMOKE) if smoke else LLAMA3_8B
-  c = cfg.experiment(
+  c = common.experiment(
       "lateralized", "bptt", smoke=smoke,
       batch_size={"smoke": 8, "v5e": 256}.get(arg, 64), prompt_len=8 if smoke else 128,
       steps=20 if smoke else 10000, log_every=5 if smoke else 50,

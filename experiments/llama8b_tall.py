@@ -23,7 +23,7 @@ config.json), then train from it:
       --config.pretrained.left=DIR --config.pretrained.right=DIR --out OUT
   ... --config.init_from=OUT --config.task.tokenizer=DIR
 """
-from slnjax import config as cfg
+from experiments import common
 
 LLAMA3_8B = dict(
     vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
                      "'smoke' (tiny lobes).")
   smoke = arg == "smoke"
   lobe = dict(LLAMA3_8B, **SMOKE) if smoke else LLAMA3_8B
-  return cfg.experiment(
+  return common.experiment(
       "tall", "bptt", smoke=smoke,
       batch_size={"smoke": 8, "v5e": 256}.get(arg, 64), prompt_len=8 if smoke else 128,
       steps=20 if smoke else 10000, log_every=5 if smoke else 50,

@@ -14,10 +14,11 @@ so the loop runs 3 turns and accuracy after the loop is 0.02. With the verifier 
 Smoke version (tests): --config experiments/ppo.py:smoke
 """
 from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "ppo", arg,
       size=dict(steps=120, log_every=20, eval_every=120, checkpoint_every=120,
                 init_from="/tmp/sln/sft"),

@@ -15,10 +15,11 @@ on 91% of turns (it says "wrong" and nearly every turn is).
 Smoke version (tests): --config experiments/reinforce.py:smoke
 """
 from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "reinforce", arg,
       size=dict(steps=300, log_every=25, eval_every=300, checkpoint_every=300,
                 init_from="/tmp/sln/sft"),

@@ -12,10 +12,11 @@ leave-one-out advantages are ~3e-6 and the actor barely moves: on 128 test probl
 Smoke version (tests): --config experiments/rloo.py:smoke
 """
 from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "rloo", arg,
       size=dict(steps=300, log_every=25, eval_every=300, checkpoint_every=300,
                 init_from="/tmp/sln/sft", batch_size=16),

@@ -10,11 +10,11 @@ so every batch uses all 4 inner updates; the critic's reward carries no signal (
 512 test problems accuracy after turn 1 0.36, after the loop 0.01, 3 turns always.
 Smoke version (tests): --config experiments/self_play.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "self_play", arg,
       size=dict(steps=200, log_every=25, eval_every=200, checkpoint_every=200,
                 init_from="/tmp/sln/sft"),

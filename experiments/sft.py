@@ -10,10 +10,10 @@ temperature 0.7, critic untrained so halting is arbitrary): accuracy after turn 
 (1 digit 1.00, 2 digits 0.24, 3 digits 0.09), mean turns 1.34.
 Smoke version (tests): --config experiments/sft.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "sft", arg, size=dict(steps=3000, eval_every=3000, checkpoint_every=1000),
       model=dict(loop=dict(max_turns=3, mode="hard", temperature=0.7, threshold=0.5)))

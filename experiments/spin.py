@@ -12,11 +12,11 @@ after turn 1, 0.004 after the loop (the eq. 7 critic rejects every turn, so the 
 3 turns and the final turn is a late, wrong one).
 Smoke version (tests): --config experiments/spin.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "spin", arg,
       size=dict(steps=300, log_every=25, eval_every=300, checkpoint_every=300,
                 init_from="/tmp/sln/sft"),

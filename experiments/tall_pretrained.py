@@ -20,7 +20,7 @@ Run time and result: not measured yet (needs a pretrained checkpoint on disk).
 """
 import os
 
-from slnjax import config as cfg
+from experiments import common
 
 ARGS = ("left", "right", "tokenizer", "smoke")
 
@@ -49,7 +49,7 @@ def pretrained(kind: str, arg: str | None, **overrides):
   tokenizer = a.get("tokenizer") or (
       left if os.path.exists(os.path.join(left, "tokenizer.json")) else "byte")
   smoke = a.get("smoke", "0") not in ("0", "false", "")
-  return cfg.experiment(
+  return common.experiment(
       kind, "bptt", pretrained=dict(left=left, right=right),
       task=dict(tokenizer=tokenizer, config="digits5", overrides=dict(
           name="pretrained_digits3", train_digits=(1, 3), longer_digits=(4, 5),
@@ -58,8 +58,8 @@ def pretrained(kind: str, arg: str | None, **overrides):
       batch_size=2 if smoke else 16, prompt_len=16,
       steps=2 if smoke else 2000, log_every=1 if smoke else 50,
       eval_every=0 if smoke else 500, checkpoint_every=0 if smoke else 500,
-      model=dict(left=cfg.pretrained_lobe(left, **runtime),
-                 right=cfg.pretrained_lobe(right, **runtime),
+      model=dict(left=common.pretrained_lobe(left, **runtime),
+                 right=common.pretrained_lobe(right, **runtime),
                  loop=dict(turn_len=4 if smoke else 32, max_turns=2 if smoke else 4,
                            threshold=0.9, mode="soft", bptt_depth=2)),
       optim=dict(left=dict(lr=1e-5, warmup_steps=100), right=dict(lr=1e-5, warmup_steps=100)),

@@ -21,11 +21,11 @@ also cuts the gradient into the prompt's encoding (the prefill is before the win
 only full depth keeps it, and only full depth learned to answer at this budget.
 Smoke version: --config experiments/tbptt_depth.py:smoke
 """
-from slnjax import config
+from experiments import common
 
 
 def get_config(arg=None):
-  return config.cpu_experiment(
+  return common.cpu_experiment(
       "lateralized", "bptt", arg,
       size=dict(steps=300, log_every=50, eval_every=300, checkpoint_every=100),
       model=dict(loop=dict(max_turns=5, mode="soft", threshold=None, bptt_depth=-1)))

@@ -34,8 +34,7 @@ eval/iters/d<k>, eval/experts_left/<e>, ...). `python -m slnjax.wide.train --con
 """
 from ml_collections import config_dict
 
-from slnjax import config as cfg_lib
-from slnjax.wide.loss import WideLossConfig
+from experiments import common
 
 KIND = "wide"
 MIN_ITERS = 0  # model.wide.min_iters
@@ -71,43 +70,34 @@ def parse_arg(arg):
 
 def make(kind: str, arg=None, **wide_kw) -> config_dict.ConfigDict:
   smoke, kv = parse_arg(arg)
-  c = cfg_lib.base_config()
-  c.seed = kv.get("seed", 0)
-  c.task.name = "addition"
-  c.task.config = "digits5"
-  c.task.data_dir = "/tmp/slnjax_data"
-  c.task.overrides = config_dict.ConfigDict(dict(
-      name="wide_digits4", train_digits=(1, 4), longer_digits=(5, 6), num_train=20000,
-      num_test=512, num_test_longer=64))
-  c.batch_size = 32
-  c.prompt_len = 12
-  c.target_len = 6
-  c.model.kind = kind
-  c.model.left = cfg_lib.lobe_dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
-  c.model.right = None  # the right lobe is an expert lobe of the LM's width (model.wide)
-  c.model.wide.update(dict(k_in=1, k_out=1, max_iters=kv.get("max_iters", 4), write_len=2,
-                           min_iters=kv.get("min_iters", MIN_ITERS), n_experts=4, top_k=1,
-                           route=kv.get("route", "soft"), answer_len=6, **wide_kw))
-  loss = WideLossConfig(ponder_kl=0.01, prior_lambda=0.3, compute_cost=0.01, balance=0.01,
-                        critic=1.0, reward="correct",
-                        halt_warmup=kv.get("halt_warmup", HALT_WARMUP),
-                        prior_floor=kv.get("prior_floor", PRIOR_FLOOR))
-  c.objective = config_dict.ConfigDict({"name": "wide", **{
-      k: getattr(loss, k) for k in loss.__dataclass_fields__}})
-  c.optim.left = cfg_lib.optim_dict(lr=3e-3, warmup_steps=50)
-  c.optim.right = cfg_lib.optim_dict(lr=3e-3, warmup_steps=50)
-  c.tau = config_dict.ConfigDict(dict(start=1.0, end=0.5, schedule="linear"))
-  c.steps = kv.get("steps", 800)
-  c.log_every = 100
-  c.eval.num_batches = -1
+  wide = dict(k_in=1, k_out=1, max_iters=kv.get("max_iters", 4), write_len=2,
+              min_iters=kv.get("min_iters", MIN_ITERS), n_experts=4, top_k=1,
+              route=kv.get("route", "soft"), answer_len=6, **wide_kw)
+  overrides = dict(name="wide_digits4", train_digits=(1, 4), longer_digits=(5, 6),
+                   num_train=20000, num_test=512, num_test_longer=64)
+  objective = dict(ponder_kl=0.01, prior_lambda=0.3, compute_cost=0.01, balance=0.01,
+                   critic=1.0, reward="correct", halt_warmup=kv.get("halt_warmup", HALT_WARMUP),
+                   prior_floor=kv.get("prior_floor", PRIOR_FLOOR))
+  left = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
+  batch_size, steps, log_every = 32, kv.get("steps", 800), 100
   if smoke:
-    c.task.overrides.update(name="wide_smoke", num_train=128, num_test=16, num_test_longer=8)
-    c.batch_size, c.steps, c.log_every = 8, 2, 1
-    c.model.left.update(d_model=16, d_ff=32)
-    c.model.wide.update(max_iters=2, n_experts=2, min_iters=min(c.model.wide.min_iters, 2))
+    overrides.update(name="wide_smoke", num_train=128, num_test=16, num_test_longer=8)
+    batch_size, steps, log_every = 8, 2, 1
+    left.update(d_model=16, d_ff=32)
+    wide.update(max_iters=2, n_experts=2, min_iters=min(wide["min_iters"], 2))
     if "halt_warmup" not in kv:  # the warm-up ends after step 1 of 2: both phases run
-      c.objective.halt_warmup = min(c.objective.halt_warmup, 1)
-  return cfg_lib.finalize(c)
+      objective["halt_warmup"] = min(objective["halt_warmup"], 1)
+  c = common.experiment(
+      kind, "wide", seed=kv.get("seed", 0),
+      task=dict(name="addition", config="digits5", data_dir="/tmp/slnjax_data",
+                overrides=overrides),
+      batch_size=batch_size, prompt_len=12, target_len=6, steps=steps, log_every=log_every,
+      model=dict(left=left, wide=wide), objective=objective,
+      optim=dict(left=dict(lr=3e-3, warmup_steps=50), right=dict(lr=3e-3, warmup_steps=50)),
+      tau=dict(start=1.0, end=0.5, schedule="linear"), eval=dict(num_batches=-1))
+  with c.unlocked():
+    c.model.right = None  # the right lobe is an expert lobe of the LM's width (model.wide)
+  return c
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

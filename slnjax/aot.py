@@ -105,11 +105,11 @@ def fit_check(config, topology: str, step_time: float | None = None,
               layout: str = "shared") -> dict:
   """Compiles config's train step for ``topology``; returns the figures (see module doc)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from slnjax import parallel, train  # pylint: disable=import-outside-toplevel
+  from slnjax import finalize, parallel, train  # pylint: disable=import-outside-toplevel
   topo = topologies.parse(topology)
   devices = _devices(topo)
   mesh = parallel.mesh_from_config(config.mesh, devices)
-  ts = train.make_train_step(config, mesh)
+  ts = train.make_train_step(finalize.finalize(config), mesh)
   if layout == "hemispheres":
     ts = parallel.hemispheres_step(ts)
   chip = topo.chip

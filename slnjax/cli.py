@@ -101,12 +101,26 @@ def _unknown_key(argv: list[str], e: Exception) -> str:
           + " The config is locked: only keys of the config file can be set.")
 
 
+def experiments_importable(path: str | None = None) -> None:
+  """Puts the folder above ``experiments/`` on sys.path, so that an experiment file's
+  ``from experiments import common`` works from any working directory: the folder of the
+  config file at ``path`` when it lies in an ``experiments/`` package, else this checkout's."""
+  folder = os.path.dirname(os.path.abspath(path.split(":", 1)[0])) if path else ""
+  if not (os.path.basename(folder) == "experiments"
+          and os.path.isfile(os.path.join(folder, "common.py"))):
+    folder = os.path.join(_ROOT, "experiments")
+  root = os.path.dirname(folder)
+  if os.path.isfile(os.path.join(folder, "common.py")) and root not in sys.path:
+    sys.path.insert(0, root)
+
+
 def parse_flags(argv: list[str], config_flag) -> list[str]:
   """absl's ``flags.FLAGS(argv)`` for an entry point with a --config file flag; every
   mistake is one ``error:`` line and exit code 2: a config file that does not exist or fails
   to load (an OSError; ml_collections defers it to the first access), a get_config that
   raises, an unknown --config.key or a bad value, a bad flag."""
   exit_on_bad_config_file(argv)
+  experiments_importable(config_arg(argv, "config"))
   try:
     rest = flags.FLAGS(argv)
     if config_flag.value is not None:

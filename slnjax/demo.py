@@ -44,6 +44,8 @@ DEMO_STEPS = {
 
 
 def experiment_config(name: str, **overrides):
+  from slnjax import cli  # pylint: disable=g-import-not-at-top
+  cli.experiments_importable()
   here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   spec = importlib.util.spec_from_file_location(f"demo_{name}",
                                                 os.path.join(here, "experiments", f"{name}.py"))

@@ -58,11 +58,11 @@ def run(workdir: str, prompt: str, turns: int | None = None, temperature: float 
   if temperature is not None and temperature < 0:
     raise UserError(f"--temperature {temperature}: use 0 (greedy) or a positive number.")
   config, step = load_config(workdir, step)
-  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
-  if cfg.is_wide(config):
+  from slnjax import build  # pylint: disable=g-import-not-at-top
+  if build.is_wide(config):
     raise UserError(f"{workdir} holds a wide SLN (kind {config.model.kind!r}); this command "
                     "shows the dialogue kinds' loop.")
-  if cfg.memory_config(config) is not None:
+  if build.memory_config(config) is not None:
     raise UserError(f"{workdir} holds a model that reads a memory bank; this command has no "
                     "bank to give it (its evaluation does: the train loop's Evaluator).")
   import jax  # pylint: disable=g-import-not-at-top
@@ -73,7 +73,7 @@ def run(workdir: str, prompt: str, turns: int | None = None, temperature: float 
   from slnjax import state as state_lib
   # pylint: enable=g-import-not-at-top
   tokenizer = data.load_tokenizer(config.task.tokenizer or None)
-  model = cfg.build_model(config)
+  model = build.build_model(config)
   ids = encode_prompt(tokenizer, prompt, model.spec.left.vocab_size)
   L = model.spec.loop
   L = dataclasses.replace(L, max_turns=turns or L.max_turns)

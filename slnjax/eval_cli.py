@@ -43,8 +43,8 @@ def _tuples(x):
 def config_from_saved(saved: dict) -> config_dict.ConfigDict:
   """The finalized, locked config of a run from the JSON training saved with a checkpoint
   (JSON lists become the tuples the schema holds)."""
-  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
-  return cfg.from_dict(_tuples(copy.deepcopy(saved)))
+  from slnjax import finalize  # pylint: disable=g-import-not-at-top
+  return finalize.from_dict(_tuples(copy.deepcopy(saved)))
 
 
 def _manager(workdir: str):
@@ -93,13 +93,13 @@ def check_split(config, split: str) -> None:
 def run(workdir: str, split: str | None = None, step: int | None = None,
         turns: int | None = None, num: int | None = None) -> dict:
   """Restores the checkpoint and writes the report (eval_report.evaluate_checkpoint)."""
-  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
+  from slnjax import build, config as cfg  # pylint: disable=g-import-not-at-top
   if turns is not None and turns < 1:
     raise UserError(f"--turns {turns}: the loop needs at least one turn.")
   if num is not None and num < 1:
     raise UserError(f"--num {num}: evaluate at least one problem.")
   config, step = load_run(workdir, step)
-  if cfg.is_wide(config):
+  if build.is_wide(config):
     raise UserError(f"{workdir} holds a wide SLN (kind {config.model.kind!r}); this command "
                     "evaluates dialogue kinds. The train loop evaluates wide kinds "
                     "(evaluate_wide.py).")
@@ -148,7 +148,7 @@ def main(argv=None) -> None:
   try:
     r = run(a.workdir, a.split, a.step, a.turns, a.num)
   except (UserError, ValueError, KeyError) as e:  # ValueError: a saved config or a
-    # checkpoint that does not fit this code (config.validate, ShapeMismatchError)
+    # checkpoint that does not fit this code (finalize.validate, ShapeMismatchError)
     print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
     sys.exit(2)
   import jax  # pylint: disable=g-import-not-at-top

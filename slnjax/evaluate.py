@@ -106,13 +106,13 @@ def eval_batches(config, source, tokenizer):
   """The evaluation split in order, once (the last batch padded: ``valid`` marks real rows),
   at most config.eval.num_batches batches (-1: all); per-process batches, with the examples'
   memory banks when the config has a memory (config.task.bank)."""
-  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
+  from slnjax import build, config as cfg  # pylint: disable=g-import-not-at-top
   _, batch_size = cfg.eval_config(config)
   ds = data.make_dataset(
       source, tokenizer, batch_size=data.per_process_batch_size(batch_size),
-      prompt_len=config.prompt_len, target_len=cfg.target_len(config), shuffle=False,
+      prompt_len=config.prompt_len, target_len=build.target_len(config), shuffle=False,
       num_epochs=1, pad_final_batch=True, overflow="truncate", seed=config.seed,
-      bank=cfg.bank_shape(config))
+      bank=build.bank_shape(config))
   limit = config.eval.num_batches
   for i, batch in enumerate(ds):
     if 0 <= limit <= i:
@@ -124,8 +124,8 @@ class Evaluator:
   """Periodic evaluation of a model on a split of its task (deterministic: fixed rng)."""
 
   def __init__(self, config, model: sln.SLN, mesh, rules, tokenizer, source, workdir: str):
-    from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
-    evaluate_memory.check(model, cfg.bank_shape(config))
+    from slnjax import build  # pylint: disable=g-import-not-at-top
+    evaluate_memory.check(model, build.bank_shape(config))
     self.config, self.mesh, self.rules = config, mesh, rules
     self.tokenizer, self.source, self.workdir = tokenizer, source, workdir
     self.task = config.task.name

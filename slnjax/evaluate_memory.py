@@ -46,7 +46,7 @@ def check(model: sln.SLN, bank_shape) -> None:
                      "eval batches none: set config.model.memory.lobes and config.task.bank.")
   if model.memory is None and bank_shape is not None:
     raise ValueError(f"The config gives eval batches a memory bank {bank_shape} but the model "
-                     "has no memory: build it from the same config (cfg.build_model).")
+                     "has no memory: build it from the same config (build.build_model).")
   if model.memory is not None and bank_shape[0] < model.memory.k:
     raise ValueError(f"The eval banks hold {bank_shape[0]} items, fewer than the "
                      f"model.memory.k={model.memory.k} it selects: raise config.task.bank.capacity.")

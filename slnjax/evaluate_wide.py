@@ -55,7 +55,7 @@ class WideEvaluator:
   """Periodic evaluation of a wide SLN on a split of its task (deterministic: fixed rng)."""
 
   def __init__(self, config, model: wide.WideSLN, mesh, rules, tokenizer, source, workdir: str):
-    from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
+    from slnjax import build  # pylint: disable=g-import-not-at-top
     if not isinstance(model, wide.WideSLN):
       raise TypeError(f"WideEvaluator evaluates wide SLNs; got kind {model.kind!r} "
                       "(use evaluate.Evaluator).")
@@ -63,7 +63,7 @@ class WideEvaluator:
     self.tokenizer, self.source, self.workdir = tokenizer, source, workdir
     self.task = config.task.name
     mode = config.eval.mode or "greedy"
-    answer_len = cfg.target_len(config)
+    answer_len = build.target_len(config)
     abstract_mesh = mesh.abstract_mesh
 
     def run(params, prompt_ids, prompt_len, key, tau):

@@ -11,7 +11,7 @@ SLN they go into. Each lobe of the config's model is read from its checkpoint wi
 model's own runtime fields (a critic's LM head dropped, fresh score head / score-input
 embedding drawn from config.seed); every other parameter (an encoder, a memory selector) is
 the model's fresh initialisation. The lobe shapes must match the checkpoints' config.json
-(an experiment builds them with ``config.pretrained_lobe``). Written: OUT/checkpoints/0
+(an experiment builds them with ``experiments.common.pretrained_lobe``). Written: OUT/checkpoints/0
 (state: the parameters only) and OUT/config.json. Nothing is written if a check fails.
 """
 from __future__ import annotations
@@ -47,9 +47,9 @@ def import_params(config) -> dict:
   """The model's parameters with each lobe named in config.pretrained read from its
   Hugging Face checkpoint."""
   import jax  # pylint: disable=import-outside-toplevel
-  from slnjax import config as cfg, sln  # pylint: disable=import-outside-toplevel
+  from slnjax import build, sln  # pylint: disable=import-outside-toplevel
   from slnjax.lobes import convert  # pylint: disable=import-outside-toplevel
-  model = cfg.build_model(config)
+  model = build.build_model(config)
   if not isinstance(model, sln.SLN):
     raise ValueError(f"config.model.kind={config.model.kind!r}: import_hf fills the lobes of a "
                      "dialogue SLN; a wide SLN starts from an LM with wide.from_lobe.")
@@ -70,7 +70,7 @@ def import_params(config) -> dict:
       diff = {k: (have[k], need[k]) for k in need if have[k] != need[k]}
       raise ValueError(f"config.model.{name} does not match the checkpoint {ckpt_dir} "
                        f"(checkpoint, config): {diff}. Build the lobe with "
-                       f"slnjax.config.pretrained_lobe({ckpt_dir!r}).")
+                       f"experiments.common.pretrained_lobe({ckpt_dir!r}).")
     params[name] = p
   return params
 

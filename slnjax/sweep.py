@@ -160,7 +160,7 @@ def default_checkpoint_every(steps: int, log_every: int) -> int:
 
 def plan(config, sweep_flags: list[str] | None, config_file: str) -> list[Setting]:
   """The settings (every combination of the swept values), each validated by finalize."""
-  from slnjax import config as cfg  # pylint: disable=g-import-not-at-top
+  from slnjax import finalize  # pylint: disable=g-import-not-at-top
   if sweep_flags:
     axes = [_parse_flag(s) for s in sweep_flags]
     axes = [(k, vals, [_label(v) for v in vals]) for k, vals in axes]
@@ -179,7 +179,7 @@ def plan(config, sweep_flags: list[str] | None, config_file: str) -> list[Settin
       with c.unlocked():
         c.checkpoint_every = default_checkpoint_every(c.steps, c.log_every)
     try:
-      s.config = cfg.finalize(c)
+      s.config = finalize.finalize(c)  # errors before any run starts
     except (ValueError, TypeError) as e:
       raise SweepError(f"setting {s.name}: {e}") from None
     settings.append(s)

@@ -32,7 +32,7 @@ from ml_collections import config_dict
 
 from slnjax import checkpoint, data, eval_report, evaluate, evaluate_wide, metrics as metrics_lib
 from slnjax import objectives, parallel, resume, train_flops
-from slnjax import config as cfg
+from slnjax import build, config as cfg, finalize
 from slnjax import state as state_lib
 
 BATCH_AXES = ("data", "fsdp")
@@ -85,8 +85,7 @@ def _rules_ctx(mesh, rules):
 
 
 def make_train_step(config: config_dict.ConfigDict, mesh) -> TrainStep:
-  config = cfg.finalize(config)
-  model = cfg.build_model(config)
+  model = build.build_model(config)
   obj = objectives.get(config.objective.name)
   ocfg = config_dict.FrozenConfigDict(config.objective)
   rules = parallel.rules_from_config(config.mesh.rules or None)
@@ -110,10 +109,10 @@ def make_train_step(config: config_dict.ConfigDict, mesh) -> TrainStep:
   abstract_state = state_lib.with_shardings(abstract, st_sh)
   rep = parallel.replicated(mesh)
   b_sh = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
-  B, P, M = config.batch_size, config.prompt_len, cfg.target_len(config)
+  B, P, M = config.batch_size, config.prompt_len, build.target_len(config)
   shapes = {**{k: (B, P) for k in BATCH_KEYS_BP}, **{k: (B,) for k in BATCH_KEYS_B},
             **{k: (B, P + M) for k in BATCH_KEYS_BT}, "target_ids": (B, M)}
-  bank = cfg.bank_shape(config)
+  bank = build.bank_shape(config)
   if bank is not None:  # the examples' memory banks (slnjax/data/bank.py)
     C, L = bank
     shapes.update(memory_ids=(B, C, L), memory_len=(B, C), memory_mask=(B, C),
@@ -277,13 +276,13 @@ def train(config: config_dict.ConfigDict, workdir: str, mesh=None, *,
 
 
 def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) -> dict:
-  config = cfg.finalize(config)
+  config = finalize.finalize(config)  # the one finalized config, handed down from here
   if data.get_task(config.task.name).executes_code:  # before any model-written program runs
     data.require_sandbox(config.task.allow_unsandboxed_code)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   writer = None
   try:
-    model = train_step.model if train_step is not None else cfg.build_model(config)
+    model = train_step.model if train_step is not None else build.build_model(config)
     schedule = functools.partial(
         resume.check_schedule, config=config, lobes=state_lib.trainable_lobes(model),
         allow=allow_schedule_change,
@@ -296,10 +295,10 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
     ts = train_step or make_train_step(config, mesh)
     tokenizer = data.load_tokenizer(config.task.tokenizer or None)
     train_source, eval_source = load_sources(config)
-    B, P, M = config.batch_size, config.prompt_len, cfg.target_len(config)
+    B, P, M = config.batch_size, config.prompt_len, build.target_len(config)
     ds = data.make_dataset(train_source, tokenizer, batch_size=data.per_process_batch_size(B),
                            prompt_len=P, target_len=M, seed=config.seed, shuffle=True,
-                           bank=cfg.bank_shape(config))
+                           bank=build.bank_shape(config))
     it = iter(ds)
     found = resume.restore_latest(ckpt, ts.abstract_state, it)  # checks shapes before writing
     if found is not None:
@@ -322,7 +321,7 @@ def _train(config, workdir, mesh, train_step, allow_schedule_change, interrupt) 
     writer = metrics_lib.Writer(workdir, enabled=lead, start_step=start,
                                 total_steps=config.steps)
     flop_ledger = train_flops.Ledger.open(workdir, config, start, enabled=lead)
-    make_evaluator = evaluate_wide.WideEvaluator if cfg.is_wide(config) else evaluate.Evaluator
+    make_evaluator = evaluate_wide.WideEvaluator if build.is_wide(config) else evaluate.Evaluator
     evaluator = make_evaluator(config, ts.model, mesh, ts.rules, tokenizer, eval_source,
                                workdir) if config.eval_every else None
     final_evaluator = None

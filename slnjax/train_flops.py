@@ -38,8 +38,7 @@ import json
 import logging
 import os
 
-from slnjax import config as cfg
-from slnjax import flops, objectives
+from slnjax import build, flops, objectives
 
 FILENAME = "train_flops.json"
 COUNTED = ("sft", "bptt", "gan", "critic_bce", "actor_critic_td", "reinforce",
@@ -57,7 +56,7 @@ def _per_example(config, model) -> float:
   hp = objectives.hparams(objectives.get(name), config.objective)
   spec = model.spec
   lc, rc, L = spec.left, spec.right, spec.loop
-  P, M, N, m = config.prompt_len, cfg.target_len(config), L.max_turns, L.turn_len
+  P, M, N, m = config.prompt_len, build.target_len(config), L.max_turns, L.turn_len
   F = flops.lobe_forward_flops
   g = _lobe_grad_factor(lc, rc, model.encoder)
   dialogue = float(flops.dialogue_flops(model, N, P)[()])
@@ -100,9 +99,9 @@ def _per_example(config, model) -> float:
 def step_flops(config) -> float | None:
   """Training FLOPs of one train step of ``config``, or None for a wide SLN (not counted)
   or an objective without a count here (e.g. a test-only one)."""
-  if cfg.is_wide(config) or config.objective.name not in COUNTED:
+  if build.is_wide(config) or config.objective.name not in COUNTED:
     return None
-  return float(config.batch_size * _per_example(config, cfg.build_model(config)))
+  return float(config.batch_size * _per_example(config, build.build_model(config)))
 
 
 def _total(record: dict, step: int) -> float:

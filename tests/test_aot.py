@@ -71,12 +71,12 @@ def test_tiny_config_compiles_for_v5e_2x2(tmp_path):
 
 
 OVERSIZED = """
-from slnjax import config as cfg
+from experiments import common
 
 
 def get_config(arg=None):
   big = dict(vocab_size=1000000, d_model=4096, n_heads=32, n_kv_heads=8, n_layers=1)
-  return cfg.experiment("single", "sft", smoke=True, model=dict(left=big))
+  return common.experiment("single", "sft", smoke=True, model=dict(left=big))
 """
 
 

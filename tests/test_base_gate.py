@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from slnjax import config as cfg
+from slnjax import finalize
 from slnjax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +26,7 @@ def _smoke(tmp_path, seed=0, final_split="test"):
   with c.unlocked():
     c.task.data_dir = str(tmp_path / "data")
     c.seed, c.eval.final_split = seed, final_split
-  return cfg.finalize(c)
+  return finalize.finalize(c)
 
 
 def test_full_config_is_the_gate():

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from slnjax import checkpoint, config as cfg, resume, train
+from experiments import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
@@ -29,9 +30,9 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE_
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory):
   path = tmp_path_factory.mktemp("exp") / "exp.py"
-  path.write_text("from slnjax import config\n"
+  path.write_text("from experiments import common\n"
                   "def get_config(arg=None):\n"
-                  f"  return config.experiment(smoke=True, task=dict(data_dir={DATA_DIR!r}))\n")
+                  f"  return common.experiment(smoke=True, task=dict(data_dir={DATA_DIR!r}))\n")
   return str(path)
 
 
@@ -156,13 +157,13 @@ def _snapshot(root):
 
 
 def test_shape_mismatch_stops_and_writes_nothing(tmp_path):
-  small = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR))
+  small = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR))
   _, state = _zeros_state(small)
   ck = checkpoint.Checkpointer(str(tmp_path))
   ck.save(2, state, None, small)
   ck.close()
   before = _snapshot(str(tmp_path))
-  wide = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR),
+  wide = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR),
                         model=dict(left=dict(d_model=24)))
   with pytest.raises(checkpoint.ShapeMismatchError,
                      match=r"params/left/embedding: shape \(260, 16\) in the checkpoint, "
@@ -172,7 +173,7 @@ def test_shape_mismatch_stops_and_writes_nothing(tmp_path):
 
 
 def test_half_written_checkpoint_is_never_restored(tmp_path):
-  c = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR))
+  c = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR))
   ts, state = _zeros_state(c)
   ck = checkpoint.Checkpointer(str(tmp_path))
   ck.save(2, state, None, c)
@@ -195,7 +196,7 @@ def test_damaged_latest_checkpoint_falls_back_to_an_intact_one(tmp_path, capsys)
   """A truncated file in the latest checkpoint, then an empty step directory: each is moved
   to checkpoints_damaged/ (one line), the run resumes from the newest intact one; with
   none intact, an error that moves nothing."""
-  c = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR), steps=4, log_every=1,
+  c = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR), steps=4, log_every=1,
                      checkpoint_every=2)
   ts = train.make_train_step(c, __import__("slnjax.parallel").parallel.make_mesh())
   w, ckdir = str(tmp_path), tmp_path / "checkpoints"

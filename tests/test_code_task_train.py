@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from slnjax import config as cfg
+from experiments import common
 from slnjax import train
 from slnjax.data import SandboxUnavailableError, default_manual_dir
 from slnjax.data.tasks import execution, sandbox
@@ -21,7 +21,7 @@ def code_config(tmp_path, **kw):
   assert str(manual) == default_manual_dir("mbpp", str(tmp_path / "data"))
   manual.mkdir(parents=True)
   (manual / "mbpp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
-  return cfg.experiment(
+  return common.experiment(
       "single", "reinforce_verifier", smoke=True,
       task=dict(name="mbpp", config="", overrides={}, data_dir=str(tmp_path / "data"),
                 eval_split="test", **kw),

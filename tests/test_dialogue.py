@@ -6,6 +6,7 @@ import tempfile
 import pytest
 
 from slnjax import config as cfg, data, dialogue, train
+from experiments import common
 
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
 
@@ -13,7 +14,7 @@ DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   w = str(tmp_path_factory.mktemp("run"))
-  c = cfg.experiment("lateralized", "sft", smoke=True, steps=1, checkpoint_every=1,
+  c = common.experiment("lateralized", "sft", smoke=True, steps=1, checkpoint_every=1,
                      task=dict(data_dir=DATA_DIR), model=dict(loop=dict(max_turns=3)))
   train.train(c, w)
   return w

@@ -9,6 +9,7 @@ import tempfile
 import pytest
 
 from slnjax import config as cfg, eval_cli, train
+from experiments import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
@@ -19,7 +20,7 @@ KEYS = ("acc_by_turn", "acc_by_turn_se", "flips", "turns_mean", "best_of_T", "ma
 
 
 def tiny(**eval_kw):
-  return cfg.experiment("lateralized", "sft", smoke=True, steps=2, checkpoint_every=2,
+  return common.experiment("lateralized", "sft", smoke=True, steps=2, checkpoint_every=2,
                         eval_every=2, task=dict(data_dir=DATA_DIR),
                         model=dict(loop=dict(max_turns=2)),
                         eval=dict(batch_size=16, num_batches=1, **eval_kw))

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from slnjax import config as cfg, data, evaluate, parallel, sln, train
+from experiments import common
+from slnjax import build, finalize
 
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
 K = 2
@@ -18,7 +20,7 @@ K = 2
 def _config(mode="gumbel_st", **kw):
   # 3 distractors + 1-2 relevant facts in 8 slots: every bank has padded slots. 6 test
   # records in batches of 4: the second batch is padded with 2 filler rows.
-  return cfg.experiment(
+  return common.experiment(
       "lateralized", "bptt", smoke=True, prompt_len=72,
       task=dict(name="facts", config="closed_book", data_dir=DATA_DIR,
                 overrides=dict(name="evalmem_smoke", num_people=20, num_train=32, num_test=6,
@@ -32,8 +34,8 @@ def _config(mode="gumbel_st", **kw):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-  c = cfg.finalize(_config())
-  model = cfg.build_model(c)
+  c = finalize.finalize(_config())
+  model = build.build_model(c)
   params = sln.init(model, jax.random.key(0))
   _, source = train.load_sources(c)
   ev = evaluate.Evaluator(c, model, parallel.make_mesh(), parallel.rules_from_config(None),
@@ -100,25 +102,25 @@ def test_eval_selection_is_deterministic_and_skips_padded_slots(setup):
 
 
 def test_soft_selection_stays_soft_at_eval():
-  c = cfg.finalize(_config(mode="soft"))
-  model = cfg.build_model(c)
+  c = finalize.finalize(_config(mode="soft"))
+  model = build.build_model(c)
   from slnjax import evaluate_memory, memory  # pylint: disable=g-import-not-at-top
   assert evaluate_memory.eval_model(model).memory.mode == "soft"
   # Every selection mode has a counterpart that draws nothing at random.
   assert set(evaluate_memory.EVAL_MODES) == set(memory.MODES)
   assert set(evaluate_memory.EVAL_MODES.values()) <= {"soft", "greedy"}
-  assert evaluate_memory.eval_model(cfg.build_model(cfg.finalize(_config(mode="sample")))
+  assert evaluate_memory.eval_model(build.build_model(finalize.finalize(_config(mode="sample")))
                                     ).memory.mode == "greedy"
 
 
 def test_bad_eval_input_is_a_clear_error(setup):
   c, ev, params = setup
   mesh, rules, tok = parallel.make_mesh(), parallel.rules_from_config(None), data.ByteTokenizer()
-  plain = cfg.finalize(cfg.experiment("lateralized", "sft", smoke=True))
+  plain = finalize.finalize(common.experiment("lateralized", "sft", smoke=True))
   with pytest.raises(ValueError, match="eval batches none"):
     evaluate.Evaluator(plain, ev.model, mesh, rules, tok, ev.source, "/tmp")
   with pytest.raises(ValueError, match="model has no memory"):
-    evaluate.Evaluator(c, cfg.build_model(plain), mesh, rules, tok, ev.source, "/tmp")
+    evaluate.Evaluator(c, build.build_model(plain), mesh, rules, tok, ev.source, "/tmp")
   from slnjax import evaluate_memory  # pylint: disable=g-import-not-at-top
   local = next(evaluate.eval_batches(c, ev.source, tok))
   no_bank = {k: local[k] for k in ("prompt_ids", "prompt_len")}

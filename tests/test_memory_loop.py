@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from slnjax import config as cfg, data, lobes, loop, memory, sln, train
+from experiments import common
+from slnjax import finalize
 from slnjax.memory import dialogue as mdl
 
 from loop_helpers import make, prompts
@@ -240,14 +242,15 @@ def test_bad_memory_input_is_a_clear_error():
                         overrides=dict(name="mem_smoke", num_people=20, num_train=32,
                                        num_test=8)),
               model=dict(memory=dict(lobes=("left",))))
+  fin = lambda *a, **kw: finalize.finalize(common.experiment(*a, **kw))
   with pytest.raises(ValueError, match="gives no memory bank"):
-    cfg.experiment("lateralized", "bptt", smoke=True, model=dict(memory=dict(lobes=("left",))))
+    fin("lateralized", "bptt", smoke=True, model=dict(memory=dict(lobes=("left",))))
   with pytest.raises(ValueError, match="does not read a memory bank"):
-    cfg.experiment("lateralized", "sft", smoke=True, **tiny)
-  assert cfg.experiment("lateralized", "bptt", smoke=True, eval_every=5, **tiny).eval_every == 5
+    fin("lateralized", "sft", smoke=True, **tiny)
+  assert fin("lateralized", "bptt", smoke=True, eval_every=5, **tiny).eval_every == 5
   with pytest.raises(ValueError, match="config.model.memory"):
-    cfg.experiment("lateralized", "bptt", smoke=True,
-                   **{**tiny, "model": dict(memory=dict(lobes=("left", "middle")))})
+    fin("lateralized", "bptt", smoke=True,
+        **{**tiny, "model": dict(memory=dict(lobes=("left", "middle")))})
   with pytest.raises(ValueError, match="gives no memory bank"):
     data.encode_bank({"prompt": "x"}, 0, data.ByteTokenizer(), capacity=4, item_len=8)
 
@@ -273,7 +276,7 @@ def test_bank_from_a_facts_record():
     "reinforce", "sample", marks=pytest.mark.slow)])
 def test_train_step_with_a_facts_bank(tmp_path, objective, mode):
   loop_mode = "soft" if objective == "bptt" else "hard"
-  c = cfg.experiment(
+  c = common.experiment(
       "lateralized", objective, smoke=True, prompt_len=72, steps=2, log_every=1,
       task=dict(name="facts", config="closed_book", data_dir=DATA_DIR,
                 overrides=dict(name="mem_smoke", num_people=20, num_train=32, num_test=8),

@@ -21,11 +21,11 @@ from slnjax import distributed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
 SMOKE = """
-from slnjax import config as cfg
+from experiments import common
 
 
 def get_config(arg=None):
-  c = cfg.experiment(
+  c = common.experiment(
       "tall", "sft", smoke=True, batch_size=8, steps=20, log_every=5, checkpoint_every=20,
       mesh=dict(ici=(1, -1, 1)),
       task=dict(data_dir=arg, overrides=dict(name="mh8", num_train=8, num_test=8,

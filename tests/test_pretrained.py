@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from slnjax import checkpoint, config as cfg, import_hf, train
+from slnjax import build, finalize
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -75,14 +76,14 @@ def test_lateralized_pretrained_trains_from_a_local_hf_directory(tiny_hf, tmp_pa
 def test_pretrained_configs_load_and_a_mismatch_is_named(tiny_hf, tmp_path):
   hf_dir, _ = tiny_hf
   lat = load_experiment("lateralized_pretrained", f"left={hf_dir}")
-  assert cfg.build_model(lat).spec.right.lm_head is False
+  assert build.build_model(lat).spec.right.lm_head is False
   with pytest.raises(ValueError, match="lacks left=DIR"):
     load_experiment("tall_pretrained", "right=/x")
   config = load_experiment("tall_pretrained", f"left={hf_dir},smoke=1")
   with config.unlocked():
     config.model.right.d_ff = 48
   with pytest.raises(ValueError, match=r"config.model.right does not match .*d_ff"):
-    import_hf.import_params(cfg.finalize(config))
+    import_hf.import_params(finalize.finalize(config))
 
 
 def test_import_hf_fills_a_llama_config_from_a_llama_checkpoint(tmp_path):

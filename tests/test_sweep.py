@@ -13,6 +13,7 @@ import time
 import pytest
 
 from slnjax import checkpoint, config as cfg, sweep, sweep_report
+from experiments import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
@@ -27,9 +28,9 @@ STEPS = 30
 def _exp(tmp_path, sweep_fn=""):
   path = tmp_path / "exp.py"
   path.write_text(  # checkpoint_every=0 (smoke): the sweep must checkpoint anyway
-      "from slnjax import config\n"
+      "from experiments import common\n"
       "def get_config(arg=None):\n"
-      f"  return config.experiment(smoke=True, task=dict(data_dir={DATA_DIR!r}), steps={STEPS},\n"
+      f"  return common.experiment(smoke=True, task=dict(data_dir={DATA_DIR!r}), steps={STEPS},\n"
       f"                           log_every=1, eval_every={STEPS})\n" + sweep_fn)
   return str(path)
 
@@ -125,7 +126,7 @@ def test_preempted_sweep_stops_resumes_and_reads_back(tmp_path):
 def test_sweep_file_and_errors(tmp_path):
   exp = _exp(tmp_path, "def get_sweep(arg=None):\n"
              "  return {'key': 'model.loop.max_turns', 'values': [1, 2], 'labels': ['a', 'b']}\n")
-  base = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR))
+  base = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR))
   settings = sweep.plan(base, None, exp)
   assert [s.name for s in settings] == ["max_turns=a", "max_turns=b"]
   assert [s.config.model.loop.max_turns for s in settings] == [1, 2]
@@ -184,7 +185,7 @@ def test_signal_outside_training_stops_before_the_next_run(tmp_path, monkeypatch
   """A SIGTERM that arrives while no run's own handler is installed (setup, compilation)
   still stops the sweep before it starts another run."""
   from slnjax import train
-  base = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR), eval_every=0)
+  base = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR), eval_every=0)
   settings = sweep.plan(base, ["model.loop.max_turns=1,2"], "")
   started = []
 
@@ -209,7 +210,7 @@ def test_signal_outside_training_stops_before_the_next_run(tmp_path, monkeypatch
 
 def test_a_run_stopped_on_nan_is_a_result_not_retrained(tmp_path, monkeypatch):
   from slnjax import train
-  base = cfg.experiment(smoke=True, task=dict(data_dir=DATA_DIR), eval_every=0)
+  base = common.experiment(smoke=True, task=dict(data_dir=DATA_DIR), eval_every=0)
   settings = sweep.plan(base, ["optim.left.lr=0.001,1e30"], "")
   calls = []
 

@@ -12,6 +12,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from slnjax import checkpoint, config as cfg, data, evaluate, loop, metrics, objectives, parallel
+from experiments import common
+from slnjax import build, finalize
 from slnjax import train
 from slnjax.objectives import base
 from slnjax.objectives import sft as sft_lib
@@ -21,7 +23,7 @@ DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
 
 def smoke(kind="lateralized", objective="sft", **kw):
   kw.setdefault("task", {})["data_dir"] = DATA_DIR
-  return cfg.experiment(kind, objective, smoke=True, **kw)
+  return common.experiment(kind, objective, smoke=True, **kw)
 
 
 # Test-only objectives (registered under names no config uses).
@@ -56,7 +58,7 @@ for _obj in (objectives.Objective("_test_nan_after_3", _nan_after_3),
 def first_batch(c, mesh):
   src = train.load_sources(c)[0]
   ds = data.make_dataset(src, data.ByteTokenizer(), batch_size=c.batch_size,
-                         prompt_len=c.prompt_len, target_len=cfg.target_len(c), seed=c.seed)
+                         prompt_len=c.prompt_len, target_len=build.target_len(c), seed=c.seed)
   return data.global_batch(next(iter(ds)), mesh)
 
 
@@ -99,7 +101,7 @@ FAST = ("sft", "bptt")  # in the default run; the others are marked slow (one co
 
 def procedure_names():
   """The dialogue procedures (the wide ones need a wide model: tests/test_wide_main.py)."""
-  return sorted(n for n in cfg.load_objectives()
+  return sorted(n for n in finalize.load_objectives()
                 if not n.startswith("_") and not n.startswith("wide"))
 
 

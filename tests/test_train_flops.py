@@ -8,13 +8,15 @@ import tempfile
 import pytest
 
 from slnjax import config as cfg, flops, train, train_flops
+from experiments import common
+from slnjax import build, finalize
 
 DATA_DIR = os.path.join(tempfile.gettempdir(), "slnjax_test_data")
 
 
 def smoke(objective="sft", **kw):
   kw.setdefault("task", {})["data_dir"] = DATA_DIR
-  return cfg.experiment("lateralized", objective, smoke=True, **kw)
+  return common.experiment("lateralized", objective, smoke=True, **kw)
 
 
 def metric_rows(workdir):
@@ -24,8 +26,8 @@ def metric_rows(workdir):
 
 def test_sft_step_by_hand():
   c = smoke()
-  left = cfg.build_model(c).spec.left
-  P, M = c.prompt_len, cfg.target_len(c)
+  left = build.build_model(c).spec.left
+  P, M = c.prompt_len, build.target_len(c)
   # forward + backward = 3x the left lobe's forward over prompt + target, per batch row
   assert train_flops.step_flops(c) == 3 * c.batch_size * flops.lobe_forward_flops(left, P + M)
   remat = smoke(model=dict(left=dict(remat="full")))
@@ -33,9 +35,9 @@ def test_sft_step_by_hand():
 
 
 def test_not_counted_is_none():
-  assert train_flops.step_flops(cfg.experiment("wide", "wide", smoke=True)) is None
+  assert train_flops.step_flops(common.experiment("wide", "wide", smoke=True)) is None
   assert set(train_flops.COUNTED) | {"wide", "wide_ppo"} >= set(
-      n for n in cfg.load_objectives() if not n.startswith("_"))
+      n for n in finalize.load_objectives() if not n.startswith("_"))
 
 
 @pytest.mark.parametrize("objective", ["bptt", "critic_bce", "actor_critic_td", "ppo",
@@ -43,7 +45,7 @@ def test_not_counted_is_none():
 def test_every_dialogue_objective_is_counted(objective):
   mode = {"bptt": "soft", "gan": "straight_through"}.get(objective, "hard")
   c = smoke(objective, model=dict(loop=dict(mode=mode)))
-  model = cfg.build_model(c)
+  model = build.build_model(c)
   n = c.model.loop.max_turns
   rollout = c.batch_size * flops.dialogue_flops(model, n, c.prompt_len)[()]
   # at least the dialogue it runs (differentiated: x3 and more)

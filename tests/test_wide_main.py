@@ -13,6 +13,8 @@ import pytest
 from ml_collections import config_dict
 
 from slnjax import config as cfg, evaluate_wide, metrics, parallel, sln, train, wide
+from experiments import common
+from slnjax import build, finalize
 from test_checkpoint import ENV, ROOT, committed_steps, final_params, rows
 from test_train import DATA_DIR, first_batch
 
@@ -35,17 +37,17 @@ def experiment(name, arg="smoke", **fields):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_config_builds_the_wide_model(name):
   c = experiment(name)
-  model = cfg.build_model(c)
+  model = build.build_model(c)
   assert isinstance(model, wide.WideSLN) and model.kind == name
   assert model.cfg.lateralized == (name == "lateralized_wide")
   assert (model.cfg.max_iters, model.cfg.write_len, model.cfg.n_experts) == (2, 2, 2)
   assert model.cfg.route == "soft" and c.model.right is None
-  full = cfg.build_model(experiment(name, arg=None))
+  full = build.build_model(experiment(name, arg=None))
   assert full.cfg.max_iters == 4 and full.cfg.n_experts == 4 and full.lm.d_model == 64
-  assert cfg.target_len(c) == 6  # experiments set target_len; None falls back to answer_len
-  plain = cfg.experiment("wide", "wide", smoke=True, target_len=None,
+  assert build.target_len(c) == 6  # experiments set target_len; None falls back to answer_len
+  plain = common.experiment("wide", "wide", smoke=True, target_len=None,
                          model=dict(wide=dict(answer_len=5, bptt_depth=-1)))
-  assert cfg.target_len(plain) == 5 and cfg.wide_config(plain).bptt_depth is None
+  assert build.target_len(plain) == 5 and build.wide_config(plain).bptt_depth is None
   # init and logical_axes (what state.init_state / state.shardings call) agree on the tree.
   shapes = jax.eval_shape(lambda r: sln.init(model, r), jax.random.key(0))
   axes = sln.logical_axes(model)
@@ -59,26 +61,27 @@ def test_bad_wide_config_names_the_key(tmp_path):
   c.model.wide.max_iterz = 3
   with pytest.raises(ValueError, match=r"config.model.wide: Unknown wide config keys "
                                        r"\['max_iterz'\]; valid keys: \[.*'max_iters'"):
-    cfg.finalize(c)
+    finalize.finalize(c)
   with pytest.raises(KeyError, match=r"config.model.wide.bogus"):
-    cfg.experiment("wide", "wide", model=dict(wide=dict(bogus=1)))
+    common.experiment("wide", "wide", model=dict(wide=dict(bogus=1)))
+  fin = lambda *a, **kw: finalize.finalize(common.experiment(*a, **kw))
   with pytest.raises(ValueError, match=r"config.model.wide: k_in=2 \+ k_out=1 blocks exceed"):
-    cfg.experiment("wide", "wide", model=dict(wide=dict(k_in=2)))
+    fin("wide", "wide", model=dict(wide=dict(k_in=2)))
   with pytest.raises(ValueError, match=r"config.model.wide: WideConfig.route='softish'"):
-    cfg.experiment("lateralized_wide", "wide", model=dict(wide=dict(route="softish")))
+    fin("lateralized_wide", "wide", model=dict(wide=dict(route="softish")))
   with pytest.raises(ValueError, match=r"config.model.wide: WideConfig.min_iters=5 must be an "
                                        r"int in \[0, max_iters=4\]"):
-    cfg.experiment("wide", "wide", model=dict(wide=dict(max_iters=4, min_iters=5)))
+    fin("wide", "wide", model=dict(wide=dict(max_iters=4, min_iters=5)))
   with pytest.raises(ValueError, match=r"config.objective: halt_warmup=-3 must be an int >= 0"):
-    cfg.experiment("wide", "wide_ppo", objective=dict(name="wide_ppo", halt_warmup=-3),
-                   model=dict(wide=dict(route="hard")))
+    fin("wide", "wide_ppo", objective=dict(name="wide_ppo", halt_warmup=-3),
+        model=dict(wide=dict(route="hard")))
   with pytest.raises(ValueError, match=r"'min_iters=two': min_iters takes an integer"):
     experiment("wide", arg="min_iters=two")
   with pytest.raises(ValueError, match=r"key in route, steps, seed, max_iters, min_iters, "
                                        r"halt_warmup, prior_floor"):
     experiment("wide", arg="warmup=3")
   with pytest.raises(ValueError, match=r"prior_floor=1.0 must lie in \[0, 1\)"):
-    experiment("wide", arg="smoke,prior_floor=1")
+    finalize.finalize(experiment("wide", arg="smoke,prior_floor=1"))
   fixed = experiment("wide", arg="smoke,min_iters=1,halt_warmup=3,prior_floor=0.25")
   assert fixed.model.wide.min_iters == 1 and fixed.objective.halt_warmup == 3
   assert fixed.objective.prior_floor == 0.25
@@ -86,7 +89,7 @@ def test_bad_wide_config_names_the_key(tmp_path):
   base.model.kind, base.objective.name = "wide", "wide"
   base.model.wide = None
   with pytest.raises(ValueError, match=r"config.model.wide"):
-    cfg.finalize(base)
+    finalize.finalize(base)
   r = subprocess.run([sys.executable, "-m", "slnjax.main", "--config",
                       "experiments/wide.py:smoke", "--workdir", str(tmp_path / "w"),
                       "--config.model.wide.max_iterz=3"],
@@ -173,7 +176,7 @@ def test_wide_loss_decreases(objective):
   c = experiment("wide", steps=12)
   c.optim.left, c.optim.right = lr, lr
   if objective == "wide_ppo":
-    c = cfg.experiment("wide", "wide_ppo", smoke=True, task=dict(data_dir=DATA_DIR),
+    c = common.experiment("wide", "wide_ppo", smoke=True, task=dict(data_dir=DATA_DIR),
                        steps=12, optim=dict(left=lr.to_dict(), right=lr.to_dict()),
                        model=dict(wide=dict(route="hard", n_experts=2, max_iters=2)))
   mesh = parallel.make_mesh()

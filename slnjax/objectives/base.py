@@ -21,7 +21,7 @@ self-play). The train loop looks objectives up by name (``get``) — never by `i
 - Memory: a model built with a ``MemoryConfig`` reads each example's bank from the batch
   (``memory_ids`` [B,C,L], ``memory_len``, ``memory_mask``, ``memory_relevant`` [B,C]; see
   slnjax/data/bank.py) through ``read_memory``; only objectives registered with
-  ``memory=True`` accept such a model (config.validate). ``sample`` records the choice in
+  ``memory=True`` accept such a model (finalize.validate). ``sample`` records the choice in
   the rollout (``memory_index`` [R,J], ``memory_valid`` [R,J], ``memory_logp`` [R]).
 
 Hyper-parameters: ``hparams(obj, cfg)`` merges ``config.objective`` over ``obj.defaults``

@@ -10,7 +10,7 @@ Hyper-parameters: the fields of slnjax.wide.loss.WideLossConfig (+ ppo_epochs fo
 ``halt_warmup`` reads ``ctx.step`` (traced): the rollout and the loss of a step use the same
 minimum number of lobe calls (min_calls_at).
 Importing this module registers both names (slnjax.objectives imports it, so the train loop
-and config.finalize find them like any other objective).
+and finalize.finalize find them like any other objective).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from slnjax import config as cfg_lib
+from slnjax import build as cfg_lib
 from slnjax import data, evaluate_wide, objectives, state
 from slnjax import train as train_lib
 from slnjax.objectives import wide as wide_objectives
