@@ -29,8 +29,7 @@ accuracy 0.27): its 1/0 reward is ~0 for every choice, so the compute cost decid
 row and the expert shares: docs/results.md.
 slnjax.main checkpoints to <workdir>/checkpoints (and resumes from them), logs metrics.jsonl
 and TensorBoard events, and evaluates every eval_every steps and at the end (eval/accuracy,
-eval/iters/d<k>, eval/experts_left/<e>, ...). `python -m slnjax.wide.train --config=...
---workdir=...` trains the same config single-host, without a mesh or checkpoints.
+eval/iters/d<k>, eval/experts_left/<e>, ...).
 """
 from ml_collections import config_dict
 

@@ -16,6 +16,8 @@ from ml_collections import config_dict
 from slnjax import build, data, objectives, parallel, soft_tokens, sln, wide
 from slnjax import config as schema
 
+WIDE_OBJECTIVES = ("wide", "wide_ppo")  # slnjax/objectives/wide.py
+
 
 def load_objectives() -> dict:
   """Imports every module of slnjax.objectives (each registers itself) -> REGISTRY."""
@@ -106,12 +108,17 @@ def validate(c: config_dict.ConfigDict) -> None:
       build.lobe_config(c, name)
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.model.{name}: {e}") from e
+  wide_objective = c.objective.name in WIDE_OBJECTIVES
+  _check(wide_kind == wide_objective,
+         f"config.objective.name={c.objective.name!r} does not train kind {c.model.kind!r}: "
+         + (f"wide kinds train with one of {WIDE_OBJECTIVES}." if wide_kind else
+            f"{WIDE_OBJECTIVES} train the wide kinds {sorted(wide.KINDS)} only."))
   if wide_kind:
     try:
       build.build_model(c)  # WideConfig's own checks, then k_in + k_out against the LM's layers
     except (ValueError, TypeError) as e:
       raise ValueError(f"config.model.wide: {e}") from e
-    if c.objective.name in ("wide", "wide_ppo"):  # the loss's own checks (WideLossConfig)
+    if wide_objective:  # the loss's own checks (WideLossConfig)
       try:
         names = [f.name for f in dataclasses.fields(wide.WideLossConfig)]
         wide.WideLossConfig(**{k: c.objective[k] for k in names})

@@ -372,11 +372,5 @@ def test_truncated_bptt_keeps_the_last_k_calls():
   assert norm(gN["left"]["lobe"]) > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["wide.py", "lateralized_wide.py"])
-def test_experiment_configs_train(tmp_path, name):
-  from slnjax.wide import train as wide_train
-  c = wide_train.load_config(f"experiments/{name}:smoke")
-  c.task.data_dir = str(tmp_path / "data")
-  res = wide_train.train(c, str(tmp_path / "work"), log=lambda *_: None)
-  assert res["examples"] > 0 and "experts_left" in res and "iters_by_difficulty" in res
+# The experiments' :smoke configs train, evaluate (accuracy, iterations by difficulty, expert
+# usage), checkpoint and resume through train.py: tests/test_wide_main.py.

@@ -65,6 +65,11 @@ def test_bad_wide_config_names_the_key(tmp_path):
   with pytest.raises(KeyError, match=r"config.model.wide.bogus"):
     common.experiment("wide", "wide", model=dict(wide=dict(bogus=1)))
   fin = lambda *a, **kw: finalize.finalize(common.experiment(*a, **kw))
+  with pytest.raises(ValueError, match=r"objective.name='sft' does not train kind 'wide': "
+                                       r"wide kinds train with one of \('wide', 'wide_ppo'\)"):
+    fin("wide", "sft")
+  with pytest.raises(ValueError, match=r"objective.name='wide' does not train kind 'tall'"):
+    fin("tall", "wide")
   with pytest.raises(ValueError, match=r"config.model.wide: k_in=2 \+ k_out=1 blocks exceed"):
     fin("wide", "wide", model=dict(wide=dict(k_in=2)))
   with pytest.raises(ValueError, match=r"config.model.wide: WideConfig.route='softish'"):
