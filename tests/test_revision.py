@@ -241,7 +241,7 @@ def test_revision_rl_matches_hand(lat):
   dd = (lp_ref - lp)[0]
   kl = (mask[0] * (np.exp(dd) - dd - 1)).sum() / mask[0].sum()
   np.testing.assert_allclose(float(loss), pg + beta * kl, rtol=1e-8)
-  assert m["kl_turn1"] > 0 and m["acc_turn1"] == 0.25
+  assert m["kl_turn1"] > 0 and m["reward_turn1"] == 0.25
 
 
 # --- a few steps ----------------------------------------------------------------------------------
@@ -333,3 +333,24 @@ def test_train_loop_three_stages(tmp_path):
       assert np.isfinite(out2["loss"]) and train_flops.step_flops(c2) > 0
   finally:
     jax.config.update("jax_enable_x64", True)
+
+
+def test_loop_verdict_stage_configs(tmp_path):
+  """experiments/loop_verdict.py: every stage's config at every size finalizes, chains
+  init_from stage to stage, and the stages after the critic halt at the given τ."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments",
+                      "loop_verdict.py")
+  spec = importlib.util.spec_from_file_location("loop_verdict", path)
+  lv = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(lv)
+  assert lv.__doc__.lstrip().startswith("python experiments/loop_verdict.py")
+  for size in lv.SIZES:
+    for i, stage in enumerate(lv.STAGES):
+      c = lv.stage_config(stage, size, 1, str(tmp_path), 0.8)
+      assert c.objective.name == stage and c.seed == 1 and c.model.loop.threshold == 0.8
+      assert c.init_from == (str(tmp_path / lv.STAGES[i - 1]) if i else "")
+      assert c.task.config == "loop_test" and c.checkpoint_every == c.steps
+      assert train_flops.step_flops(c) > 0
+  with pytest.raises(SystemExit, match="error: unknown stage"):
+    lv.main(["--workdir", str(tmp_path), "--stages", "sft,critic"])

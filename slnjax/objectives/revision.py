@@ -156,8 +156,8 @@ def revision_rl_loss(ctx, params, frozen, batch, rollout, rng):
   n = jnp.maximum(v_R.sum(), 1.0)
   pg = -(v_R * adv_R * lp_R).sum() / n
   mean = lambda x: (v_R * x).sum() / n
-  metrics = {"pg_loss": pg, "return_mean": mean(R_R), "acc_turn1": mean(r1_R),
-             "acc_final": mean(rT_R), "turns_mean": mean(rollout["turns_B"]),
+  metrics = {"pg_loss": pg, "return_mean": mean(R_R), "reward_turn1": mean(r1_R),
+             "reward_last": mean(rT_R), "turns_mean": mean(rollout["turns_B"]),
              "advantage_abs": mean(jnp.abs(adv_R))}
   loss = pg
   if hp["beta"]:
