@@ -354,3 +354,21 @@ def test_loop_verdict_stage_configs(tmp_path):
       assert train_flops.step_flops(c) > 0
   with pytest.raises(SystemExit, match="error: unknown stage"):
     lv.main(["--workdir", str(tmp_path), "--stages", "sft,critic"])
+
+
+def test_step_flops_by_hand():
+  """A rollout forward, then the gradient passes (3x forward) the objective differentiates."""
+  from slnjax import flops  # pylint: disable=g-import-not-at-top
+  c = smoke("revision_sft")
+  model = cfg.build_model(c)
+  spec, N, P, m = model.spec, c.model.loop.max_turns, c.prompt_len, c.model.loop.turn_len
+  dialogue = float(flops.dialogue_flops(model, N, P)[()])
+  replay = flops.lobe_forward_flops(spec.left, spec.cache_lengths(P)[0], 0)
+  B = c.batch_size
+  assert train_flops.step_flops(c) == pytest.approx(B * (dialogue + 3 * replay))
+  rl = smoke("revision_rl", objective=dict(samples=2, beta=0.1))
+  assert train_flops.step_flops(rl) == pytest.approx(B * (2 * dialogue + 3 * 2 * replay
+                                                          + 2 * replay))
+  vc = smoke("verifier_critic")
+  crit = flops.lobe_forward_flops(spec.right, P + m, 0, logit_rows=0)
+  assert train_flops.step_flops(vc) == pytest.approx(B * (dialogue + 3 * N * crit))
