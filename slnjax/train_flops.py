@@ -13,7 +13,8 @@ A step's count is built from slnjax/flops.py's forward counts at the config's pa
   bptt, gan) adds one more forward for the loop's recompute (bptt_impl appendonly or
   scan_remat) and counts every one of max_turns turns (a scan with done-masks runs them all);
 - a rollout without a gradient (``sample``: critic_bce, actor_critic_td, reinforce, rloo,
-  ppo, spin; inside the loss for self_play) is one dialogue forward at max_turns turns: an
+  ppo, spin, verifier_critic, revision_sft, revision_rl; inside the loss for self_play) is
+  one dialogue forward at max_turns turns: an
   upper bound, since the rollout stops when every example of the batch has halted;
 - teacher-forced passes at their full width: SFT over prompt + target, the replay of a
   rollout (``loop.replay_logp``) over the left lobe's whole dialogue cache, the critic over
@@ -43,7 +44,7 @@ from slnjax import build, flops, objectives
 FILENAME = "train_flops.json"
 COUNTED = ("sft", "bptt", "gan", "critic_bce", "actor_critic_td", "reinforce",
            "reinforce_verifier", "rloo", "rloo_verifier", "ppo", "ppo_verifier", "self_play",
-           "spin")
+           "spin", "verifier_critic", "revision_sft", "revision_rl")
 
 
 def _lobe_grad_factor(*lobe_cfgs) -> int:
@@ -89,6 +90,14 @@ def _per_example(config, model) -> float:
   if name == "self_play":
     return inner("inner_steps") * (dialogue + g * (replay + (critic(1) if hp["critic_weight"]
                                                                else 0)))
+  if name == "verifier_critic":  # every turn of `samples` rollouts through the critic
+    k = int(hp["samples"])
+    return k * dialogue + g * k * N * F(rc, P + m, 0, logit_rows=0)
+  if name == "revision_sft":  # a rollout (under "prev"), the built dialogue's replay
+    return dialogue + g * replay
+  if name == "revision_rl":  # `samples` rollouts, their replay, the reference's (turn-1 KL)
+    k = int(hp["samples"])
+    return k * dialogue + g * k * replay + (k * replay if hp["beta"] else 0)
   if name == "spin":  # true answer and every turn, under theta (grad) and the previous iterate
     seqs = (1 + N) * F(lc, P + m, 0)
     return dialogue + (g + 1) * seqs + (g * critic(1) if hp["critic_weight"] else 0)

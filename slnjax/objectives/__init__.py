@@ -6,8 +6,10 @@
     gan               Alg. 1           self_play         §5.4
     spin              Alg. 3
     wide, wide_ppo    wide SLNs (rows E, G): PonderNet halting / REINFORCE, PPO on the gate
+    verifier_critic   critic BCE on the verifier's labels of on-policy turns
+    revision_sft, revision_rl  later turns trained to revise (own wrong attempts; RLOO)
 """
 from slnjax.objectives.base import (REGISTRY, Context, Objective, batch_valid, dialogue, get,
                                     hparams, make_rollout, register, sample)
 from slnjax.objectives import (actor_critic_td, bptt, critic_bce, gan, ppo, reinforce,
-                               self_play, sft, spin, wide)
+                               revision, self_play, sft, spin, verifier_critic, wide)
