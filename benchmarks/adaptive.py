@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import harness
+from benchmarks import harness, roofline
 from slnjax import lobes, sln
 from slnjax.loop import LoopConfig
 
@@ -54,8 +54,12 @@ def run(cfg, batch, reps, max_turns=MAX_TURNS, turn=TURN, prompt=PROMPT) -> dict
       fn()
       info["times_s"].append(time.perf_counter() - t0)
   out = {"batch": batch, "turn_len": turn, "prompt": prompt}
+  rates = roofline.measure(cfg.d_model)
   for name, (_, info) in runs.items():
     info.update(harness.summary(info["times_s"]))
+    info["bound"] = roofline.lateralized_bound(cfg, batch, prompt, turn,
+                                               round(info["mean_turns"]), rates)
+    info["of_bound"] = info["bound"]["s"] / info["min_s"]
     out[name] = info
   a, lim, one = (out[k]["min_s"] for k in ("approve_after_turn_1", "idl_limit", "single_turn"))
   out["ratio_approve_vs_limit"] = a / lim

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import harness, peers
+from benchmarks import harness, peers, roofline
 from slnjax import lobes, sln
 from slnjax.loop import LoopConfig
 
@@ -57,13 +57,14 @@ def compile_step(cfg, n_tokens, depth=None, impl="appendonly", turn=TURN, critic
 
 
 def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=TAU,
-             params=None):
+             params=None, rates=None):
   """One row: slnjax (and the peer model, if given), reps interleaved. params: the slnjax
-  parameters (default: random)."""
+  parameters (default: random). rates: roofline.measure() (default: measured here)."""
   compiled, args, t_compile, n_params = compile_step(cfg, n_tokens, depth, turn=turn,
                                                      critic=critic, tau=tau, params=params)
   row = {"n_tokens": n_tokens, "depth": depth, "turn_len": turn, "prompt": PROMPT,
-         "lateralized": critic is not None, "params": n_params, "layers": layers(cfg)}
+         "lateralized": critic is not None, "params": n_params, "layers": layers(cfg),
+         "decoded_scanned": lobes.decode_config(cfg).scan_layers}
   sl = {"compile_s": t_compile, **harness.compiled_memory(compiled), "times_s": [],
         "rss_increase_bytes": []}
   run_sl = lambda: jax.block_until_ready(compiled(*args))
@@ -90,6 +91,10 @@ def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=
       pt["rss_increase_bytes"].append(inc)
       peer.zero_grad(set_to_none=True)
   sl.update(harness.summary(sl["times_s"]), loss=loss_sl)
+  if depth is None and critic is None:  # the bound of full BPTT of one lobe
+    row["bound"] = roofline.bptt_bound(cfg, n_tokens, rates or roofline.measure(cfg.d_model),
+                                       PROMPT, len(args[1]))
+    sl["of_bound"] = row["bound"]["s"] / sl["min_s"]
   row["slnjax"] = sl
   if pt is not None:
     pt.update(harness.summary(pt["times_s"]))
@@ -102,8 +107,11 @@ def run_case(cfg, n_tokens, depth, reps, turn=TURN, peer=None, critic=None, tau=
 
 def layers(cfg) -> str:
   """How the lobe's blocks are laid out: "scanned" (nn.scan over stacked layer weights, the
-  default: fast compiles) or "unrolled" (one set of weights per block)."""
-  return "scanned" if cfg.scan_layers else "unrolled"
+  default: fast compiles; decoded as decode_layers says), "scanned_scan_decode" (the same,
+  decoded with the layer scan too) or "unrolled" (one set of weights per block)."""
+  if not cfg.scan_layers:
+    return "unrolled"
+  return "scanned_scan_decode" if lobes.decode_config(cfg).scan_layers else "scanned"
 
 
 def main(quick: bool, cfg=None) -> dict:
@@ -118,16 +126,22 @@ def main(quick: bool, cfg=None) -> dict:
                                       (256, None), (256, 1), (256, 2), (256, 4)]
   rows = []
   load0 = harness.load()
+  rates = roofline.measure(cfg.d_model)
   for n, k in cases:
-    rows.append(run_case(cfg, n, k, reps, peer=peer))
+    rows.append(run_case(cfg, n, k, reps, peer=peer, rates=rates))
     _log(rows[-1])
-  rows.append(run_case(cfg.replace(scan_layers=False), 32, None, reps, peer=peer))
+  rows.append(run_case(cfg.replace(scan_layers=False), 32, None, reps, peer=peer, rates=rates))
+  _log(rows[-1])
+  # the A/B of decode_layers: the default decodes (and recomputes) with unrolled layers on a
+  # CPU; this row keeps the layer scan throughout (no peer: its time is the rows' above)
+  rows.append(run_case(cfg.replace(decode_layers="scan"), 32, None, reps, rates=rates))
   _log(rows[-1])
   critic = cfg.replace(score_head=True, lm_head=False)
   for n in ([32] if quick else [32, 128]):
     rows.append(run_case(cfg, n, None, reps, critic=critic))
     _log(rows[-1])
-  return {"rows": rows, "load_before": load0, "load_after": harness.load(), "tau": TAU}
+  return {"rows": rows, "load_before": load0, "load_after": harness.load(), "tau": TAU,
+          "rates": rates}
 
 
 def memory_growth(quick: bool, cfg=None) -> dict:

@@ -4,13 +4,15 @@ slnjax: `sln.rollout` of a single lobe in greedy mode, 128 new tokens as 4 turns
 1 turn of 128), after a 64-token prompt. The peer: `generate(greedy, max_new_tokens=128)`.
 New tokens per second, prefill included on both sides.
 
-slnjax runs in four set-ups (VARIANTS): the lobe as configured (scanned layers), unrolled
-layers (`lobes.with_layer_layout`), unrolled layers compiled with XLA:CPU's dot products
-through Eigen instead of YNNPACK (`EIGEN_DOTS`, passed to `.compile(compiler_options=...)`,
-so only this executable is affected), and that with the decoded tokens' products on the
-few-rows CPU kernel (`decode_kernel="cpu_few_rows"`, slnjax/kernels/few_rows.cc). XLA's
-kernels for a few rows (batch 8 x d_model 512 into 50304 logits) read the weights at 5-8
-GB/s here; see ANALYSIS.md.
+slnjax runs in four set-ups (VARIANTS): the lobe as configured (scanned layers, decoded as
+`LobeConfig.decode_layers="auto"` resolves: unrolled on a CPU, the params relaid out once per
+call by `lobes.prepare_decoding`), the same decoded with the layer scan
+(`decode_layers="scan"`), compiled with XLA:CPU's dot products through Eigen instead of
+YNNPACK (`EIGEN_DOTS`, passed to `.compile(compiler_options=...)`, so only this executable
+is affected), and that with the decoded tokens' products on the few-rows CPU kernel
+(`decode_kernel="cpu_few_rows"`, slnjax/kernels/few_rows.cc). XLA's kernels for a few rows
+(batch 8 x d_model 512 into 50304 logits) read the weights at 5-8 GB/s here; see
+ANALYSIS.md. Each runner reports its fraction of the row's bound (benchmarks/roofline.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import harness, peers
+from benchmarks import harness, peers, roofline as bounds
 from slnjax import lobes, sln
 from slnjax.kernels import few_rows
 from slnjax.loop import LoopConfig
@@ -30,10 +32,10 @@ NEW = 128
 REPS = 5  # interleaved; the machine's memory bandwidth varies from minute to minute
 # XLA:CPU compiler option: no YNNPACK fusions, so dot products go through Eigen.
 EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-# runner suffix -> (scan_layers: None keeps the config's, compiler options, decode_kernel)
-VARIANTS = {"": (None, None, "xla"), "_unrolled": (False, None, "xla"),
-            "_unrolled_eigen": (False, EIGEN_DOTS, "xla"),
-            "_unrolled_few_rows": (False, EIGEN_DOTS, "cpu_few_rows")}
+# runner suffix -> (decode_layers: None keeps the config's, compiler options, decode_kernel)
+VARIANTS = {"": (None, None, "xla"), "_scan": ("scan", None, "xla"),
+            "_eigen": (None, EIGEN_DOTS, "xla"),
+            "_few_rows": (None, EIGEN_DOTS, "cpu_few_rows")}
 
 
 def step_bytes(cfg, batch, cache_len) -> dict:
@@ -127,16 +129,16 @@ def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params
   for m, n in shapes:
     if m * n != new:
       raise ValueError(f"{n} turns of {m} tokens is not {new} new tokens.")
-    for suffix, (scan, options, kernel) in variants.items():
+    for suffix, (how, options, kernel) in variants.items():
       if kernel == "cpu_few_rows" and few_rows.why_unavailable() is not None:
         row[f"skipped{suffix}"] = few_rows.why_unavailable()
         continue
-      c = cfg if scan is None else cfg.replace(scan_layers=scan)
-      c = c.replace(decode_kernel=kernel)
+      c = cfg.replace(decode_layers=how or cfg.decode_layers, decode_kernel=kernel)
       compiled, args, t_compile = build(c, batch, m, n, prompt, params, options)
       runs[f"slnjax_{n}x{m}{suffix}"] = (
           lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
           {"compile_s": t_compile, "scan_layers": c.scan_layers,
+           "decoded_scanned": lobes.decode_config(c).scan_layers,
            "compiler_options": dict(options or {}), "decode_kernel": kernel})
   if peer is not None:
     ids_t = peers.as_torch(prompt_ids(cfg, batch, prompt))
@@ -160,9 +162,12 @@ def run_case(cfg, batch, shapes, reps, peer=None, new=NEW, prompt=PROMPT, params
                      "head_s": head_seconds(cfg, batch),
                      "head_kernel_s": kernel_head_seconds(cfg, batch),
                      "head_bytes": 4 * cfg.d_model * cfg.vocab_size}
+  rates = {"bytes_per_s": max(rates), "flops_per_s": bounds.matmul_rate()}
+  row["bound"] = {**bounds.decode_bound(cfg, batch, prompt, new, rates), "rates": rates}
   for name, (fn, info) in runs.items():
     info.update(harness.summary(info["times_s"]))
     info["tokens_per_s"] = batch * new / info["min_s"]
+    info["of_bound"] = row["bound"]["s"] / info["min_s"]
     row[name] = info
   return row
 

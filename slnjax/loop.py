@@ -83,7 +83,7 @@ def _encode_prompt(spec: DialogueSpec, P):
   E_r = None if rc is None else lobes.embedding_matrix(rc, P["right"])
   out = lobes.apply(lc, P["left"], **_prompt_inputs(lc, P["left"], ids_BP, pre["embeds_BPD"],
                                                     prefix.get("left")),
-                    cache=lobes.init_cache(lc, B, s_left),
+                    cache=lobes.init_cache(lobes.laid_out(lc, P["left"]), B, s_left),
                     logits_at=t_l + len_B - 1)
   target_BM = P["target_BM"]
   pend_l = emit(out["logits_BV"], mode=L.mode, key=pre["key"], tau=P["tau"],
@@ -98,7 +98,7 @@ def _encode_prompt(spec: DialogueSpec, P):
   if rc is not None:
     rout = lobes.apply(rc, P["right"], **_prompt_inputs(rc, P["right"], ids_BP,
                                                         pre["embeds_BPD"], prefix.get("right")),
-                       cache=lobes.init_cache(rc, B, s_right))
+                       cache=lobes.init_cache(lobes.laid_out(rc, P["right"]), B, s_right))
     # Tall: the right lobe's own context. Lateralized: the prompt cache that the critic
     # re-reads at every turn ("rcache0", never written by a turn).
     caches["right" if spec.tall else "rcache0"] = rout["cache"]
@@ -131,10 +131,14 @@ def prefill_inputs(spec: DialogueSpec, params_left, params_right, prompt_ids_BP,
   prompt_len_B = prompt_len_B.astype(jnp.int32)
   fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
   # "prompt_len_B": where the right lobe's prompt cache ends (its memory prefix included)
-  # "packed": each lobe's weights for the few-rows CPU kernel (None unless its config asks),
-  # packed here, before the dialogue loop, once per call
-  packed = {"left": lobes.packed_weights(lc, params_left),
-            "right": None if rc is None else lobes.packed_weights(rc, params_right)}
+  # Each lobe prepared for decoding here, before the dialogue loop, once per call (XLA:CPU
+  # hoists neither out of a while loop): its params in the layer layout it decodes with
+  # (LobeConfig.decode_layers) and "packed", its weights for the few-rows CPU kernel (None
+  # unless its config asks).
+  params_left, packed_left = lobes.prepare_decoding(lc, params_left)
+  params_right, packed_right = ((params_right, None) if rc is None else
+                                lobes.prepare_decoding(rc, params_right))
+  packed = {"left": packed_left, "right": packed_right}
   P = {"left": params_left, "right": params_right, "tau": jnp.asarray(tau, fdt),
        "packed": packed, "target_BM": target_BM, "prompt_len_B": prompt_len_B + t_r,
        "pre": {"ids_BP": prompt_ids_BP, "len_B": prompt_len_B, "embeds_BPD": prompt_embeds_BPD,

@@ -35,18 +35,21 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
   # saved for backward: at least the prompt's and every soft token's hidden states
   assert row["torch"]["saved_bytes"] > (8 + 4) * CFG.d_model * 4 * CFG.n_layers
 
-  # The lobe as configured (scanned) and relaid out to unrolled layers with Eigen dots.
-  variants = {k: decoding.VARIANTS[k] for k in ("", "_unrolled_eigen", "_unrolled_few_rows")}
+  # The lobe as configured (scanned, decoded unrolled on a CPU), with Eigen dots, on the kernel.
+  variants = {k: decoding.VARIANTS[k] for k in ("", "_eigen", "_few_rows")}
   dec = decoding.run_case(CFG, 2, [(4, 2)], 1, peer=peer, new=8, prompt=8, params=params,
                           variants=variants)
   assert dec["same_tokens"]
   assert dec["slnjax_2x4"]["tokens_per_s"] > 0 and dec["torch_generate"]["tokens_per_s"] > 0
-  assert dec["slnjax_2x4_unrolled_eigen"]["compiler_options"] == decoding.EIGEN_DOTS
-  assert not dec["slnjax_2x4_unrolled_eigen"]["scan_layers"]
+  assert dec["slnjax_2x4_eigen"]["compiler_options"] == decoding.EIGEN_DOTS
+  assert dec["slnjax_2x4"]["scan_layers"] and not dec["slnjax_2x4"]["decoded_scanned"]
   if few_rows.available():  # else the variant is skipped, with the reason
-    assert dec["slnjax_2x4_unrolled_few_rows"]["decode_kernel"] == "cpu_few_rows"
+    assert dec["slnjax_2x4_few_rows"]["decode_kernel"] == "cpu_few_rows"
   else:
-    assert dec["skipped_unrolled_few_rows"] == few_rows.why_unavailable()
+    assert dec["skipped_few_rows"] == few_rows.why_unavailable()
+  assert 0 < dec["slnjax_2x4"]["of_bound"] and dec["bound"]["s"] > 0
+  assert row["bound"]["s"] > 0 and set(row["bound"]["passes"]) == {"forward", "recompute",
+                                                                     "backward"}
   assert dec["roofline"]["step_bytes"] == decoding.step_bytes(CFG, 2, 8 + 8)
   assert dec["roofline"]["stream_bytes_per_s"] == max(dec["roofline"]["stream_rates"]) > 0
   assert dec["roofline"]["head_s"] > 0
@@ -68,14 +71,16 @@ def test_harness_both_sides_agree_and_report_renders(tmp_path):
                          "decoding": {"rows": [dec], **side},
                          "adaptive": {"rows": [ada], **side}, "memory": {"rows": mem}}}
   res["goals"] = report.goals(res)
-  assert {g["id"] for g in res["goals"]} == {"bptt_speed_scanned", "bptt_memory_scanned",
-                                             "memory_growth_scanned", "decode_b2", "early_halt"}
+  assert {g["id"] for g in res["goals"]} == {
+      "bptt_bound_scanned", "bptt_speed_scanned", "bptt_memory_scanned",
+      "memory_growth_scanned", "decode_b2_bound", "decode_b2", "early_halt"}
   assert row["layers"] == "scanned"
   md = report.markdown(res)
   assert "## 1. Soft-token BPTT" in md and "## 4. Memory growth" in md and "torch_generate" in md
   assert "memory-bandwidth ceiling" in md and "The LM head's product alone" in md
-  assert "memory-bandwidth ceiling" in next(g for g in res["goals"] if g["id"] == "decode_b2")[
-      "detail"]
+  assert "## Against the physical limits" in md and harness.machine()["cpu"] in md
+  assert "of the bound" in next(g for g in res["goals"] if g["id"] == "decode_b2")["detail"]
+  assert ada["single_turn"]["of_bound"] > 0
 
 
 def test_decoding_ceiling_counts_every_weight_read_per_token_and_the_cache():
@@ -88,3 +93,18 @@ def test_decoding_ceiling_counts_every_weight_read_per_token_and_the_cache():
   assert tied["weights"] == 4 * (n - emb)  # no lm_head: the embedding is the head
   r = decoding.roofline(CFG, 3, new=4, prompt=6, rate=2e9)
   assert r["tokens_per_s"] == pytest.approx(3 * 2e9 / b["total"])
+
+
+def test_roofline_bounds():
+  from benchmarks import roofline
+  rates = {"bytes_per_s": 1e9, "flops_per_s": 1e12}
+  one = roofline.chunk(CFG, 2, 1, 5, 10)
+  assert one["bytes"] == sum(decoding.step_bytes(CFG, 2, 10)[k] for k in ("weights", "cache"))
+  back = roofline.chunk(CFG, 2, 1, 5, 10, backward=True)
+  cache = decoding.step_bytes(CFG, 2, 10)["cache"]
+  assert back["flops"] == 2 * one["flops"] and back["bytes"] == one["bytes"] + 2 * cache
+  d = roofline.decode_bound(CFG, 2, 6, 4, rates)
+  assert d["by"] == "memory" and d["s"] == pytest.approx(d["memory_s"])
+  b = roofline.bptt_bound(CFG, 4, rates, prompt=6)
+  assert b["s"] == pytest.approx(sum(p["s"] for p in b["passes"].values()))
+  assert b["passes"]["forward"]["s"] == b["passes"]["recompute"]["s"]

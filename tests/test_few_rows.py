@@ -64,14 +64,14 @@ def test_bad_shapes_are_refused():
 def test_config_is_checked():
   with pytest.raises(ValueError, match="expected one of"):
     lobes.tiny(decode_kernel="fast")
-  with pytest.raises(ValueError, match="scan_layers=False"):
-    lobes.tiny(decode_kernel="cpu_few_rows")  # scanned layers by default
-  with pytest.raises(ValueError, match="scan_layers=False"):
+  with pytest.raises(ValueError, match="needs unrolled layers when decoding"):
+    lobes.tiny(decode_kernel="cpu_few_rows", decode_layers="scan")
+  with pytest.raises(ValueError, match="needs unrolled layers when decoding"):
     lobes.tiny(decode_kernel="cpu_few_rows", scan_layers=False, dtype="bfloat16")
   cfg = lobes.tiny("neox", scan_layers=False, decode_kernel="cpu_few_rows")
   assert lobes.packed_weights(cfg.replace(decode_kernel="xla"), None) is None
   scanned = lobes.init(cfg.replace(scan_layers=True, decode_kernel="xla"), jax.random.key(0))
-  with pytest.raises(ValueError, match="with_layer_layout"):
+  with pytest.raises(ValueError, match="prepare_decoding"):
     lobes.packed_weights(cfg, scanned)
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 FAMILIES = ("llama", "neox")
 DECODE_KERNELS = ("xla", "cpu_few_rows")
+DECODE_LAYERS = ("auto", "scan", "unroll")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64,
            "float16": jnp.float16}
 
@@ -47,8 +48,12 @@ class LobeConfig:
   remat: str = "none"  # "none" | "full" | "dots" (checkpoint policy for each block)
   # The products of a decoded token (at most 8 rows): "xla", or "cpu_few_rows" for the
   # hand-written CPU kernel of slnjax/kernels/few_rows.cc (float32, unrolled layers; the
-  # dialogue loop packs the weights once per call, see lobes.packed_weights).
+  # dialogue loop packs the weights once per call, see lobes.prepare_decoding).
   decode_kernel: str = "xla"
+  # The layer layout the dialogue loop decodes with when scan_layers=True: "auto" (unrolled
+  # on a CPU backend, scanned elsewhere), "scan" or "unroll". The params are relaid out once
+  # per call before the loop (lobes.prepare_decoding); gradients reach the scanned params.
+  decode_layers: str = "auto"
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -67,10 +72,15 @@ class LobeConfig:
     if self.decode_kernel not in DECODE_KERNELS:
       raise ValueError(f"LobeConfig.decode_kernel={self.decode_kernel!r}; expected one of "
                        f"{DECODE_KERNELS}.")
-    if self.decode_kernel == "cpu_few_rows" and (self.scan_layers or self.dtype != "float32"):
-      raise ValueError("decode_kernel='cpu_few_rows' needs scan_layers=False and dtype="
-                       f"'float32' (got scan_layers={self.scan_layers}, dtype={self.dtype!r}); "
-                       "relay scanned params out with lobes.with_layer_layout(params, False).")
+    if self.decode_layers not in DECODE_LAYERS:
+      raise ValueError(f"LobeConfig.decode_layers={self.decode_layers!r}; expected one of "
+                       f"{DECODE_LAYERS}.")
+    scan_decode = self.scan_layers and self.decode_layers == "scan"
+    if self.decode_kernel == "cpu_few_rows" and (scan_decode or self.dtype != "float32"):
+      raise ValueError("decode_kernel='cpu_few_rows' needs unrolled layers when decoding and "
+                       f"dtype='float32' (got scan_layers={self.scan_layers}, decode_layers="
+                       f"{self.decode_layers!r}, dtype={self.dtype!r}); set decode_layers="
+                       "'auto' or 'unroll'.")
     if self.rotary_dim % 2:
       raise ValueError(f"rotary dim {self.rotary_dim} must be even (head_dim x rotary_pct).")
 

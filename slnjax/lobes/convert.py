@@ -34,7 +34,7 @@ from slnjax.lobes.transformer import init, module
 FAMILY_OF = {"llama": "llama", "gpt_neox": "neox"}  # HF model_type -> lobe family
 # LobeConfig fields that do not change the architecture, so a caller may set them on import.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "lm_head", "score_head",
-                  "score_input", "decode_kernel")
+                  "score_input", "decode_kernel", "decode_layers")
 _ACTS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_new",
          "gelu_pytorch_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 _ACT_TO_HF = {"gelu_tanh": "gelu_pytorch_tanh"}

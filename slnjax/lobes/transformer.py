@@ -210,13 +210,39 @@ def param_count(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
+def laid_out(cfg: LobeConfig, params) -> LobeConfig:
+  """`cfg` with the layer layout of `params` (scanned "layers" or unrolled "layer_i"): what
+  prepare_decoding's relaid-out params are applied with."""
+  scanned = "layers" in params
+  return cfg if cfg.scan_layers == scanned else cfg.replace(scan_layers=scanned)
+
+
+def decode_config(cfg: LobeConfig) -> LobeConfig:
+  """The config a lobe decodes with: cfg.decode_layers resolved ("auto": unrolled layers on
+  a CPU backend, where the layer scan's per-token slices of the weights and caches cost
+  about half of the decoding time; scanned elsewhere, for compile time)."""
+  unroll = cfg.decode_layers == "unroll" or (
+      cfg.decode_layers == "auto" and jax.default_backend() == "cpu")
+  return cfg.replace(scan_layers=False) if cfg.scan_layers and unroll else cfg
+
+
+def prepare_decoding(cfg: LobeConfig, params):
+  """What a decoding loop reads, made once per call before the loop: (params in the layout
+  of decode_config(cfg), packed_weights for the few-rows CPU kernel or None). The relayout
+  is a stack/slice, so gradients reach the caller's (scanned) params unchanged."""
+  dcfg = decode_config(cfg)
+  params = with_layer_layout(params, dcfg.scan_layers)
+  return params, packed_weights(dcfg, params)
+
+
 def apply(cfg: LobeConfig, params, *, ids=None, embeds=None, cache=None, start=None,
           lengths=None, write_mask=None, logits_at=None, packed=None):
   """Forward pass. `start` [B] int: where each example's chunk goes in `cache` (None: at 0,
   and nothing cached is read). `write_mask` [B] bool: examples whose cache must stay
-  unchanged are False.
+  unchanged are False. The layer layout follows `params` (see laid_out).
   `logits_at` [B] int: compute the logits only at these chunk positions ("logits_BV").
   `packed`: packed_weights(cfg, params) (or None), for chunks of at most 8 rows."""
+  cfg = laid_out(cfg, params)
   variables = {"params": params} if packed is None else {"params": params, "packed": packed}
   return module(cfg).apply(variables, ids, embeds, cache, start, lengths, write_mask,
                            logits_at)
@@ -235,8 +261,8 @@ def packed_weights(cfg: LobeConfig, params):
     raise RuntimeError(f"decode_kernel='cpu_few_rows' cannot run here: {reason}. Use "
                        "decode_kernel='xla'.")
   if "layers" in params:
-    raise ValueError("decode_kernel='cpu_few_rows' needs unrolled-layer params; relay them "
-                     "out with lobes.with_layer_layout(params, False).")
+    raise ValueError("decode_kernel='cpu_few_rows' needs unrolled-layer params; get them "
+                     "from lobes.prepare_decoding(cfg, params).")
   dt = cfg.compute_dtype
 
   def pk(w, shape=None):
@@ -268,11 +294,11 @@ def _prune(tree):
 
 
 def embed_ids(cfg: LobeConfig, params, ids_BT):
-  return module(cfg).apply({"params": params}, ids_BT, method=Lobe.embed_ids)
+  return module(laid_out(cfg, params)).apply({"params": params}, ids_BT, method=Lobe.embed_ids)
 
 
 def embed_score(cfg: LobeConfig, params, s_B):
-  return module(cfg).apply({"params": params}, s_B, method=Lobe.embed_score)
+  return module(laid_out(cfg, params)).apply({"params": params}, s_B, method=Lobe.embed_score)
 
 
 def embedding_matrix(cfg: LobeConfig, params):
