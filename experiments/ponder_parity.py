@@ -118,13 +118,20 @@ def bce_logits(y_NB, t_B):
   return jnp.logaddexp(0.0, y_NB) - t_B[None] * y_NB
 
 
-def ponder_loss(y_NB, lam_NB, t_B, lam_p=0.2, beta=0.01):
-  """PonderNet's loss: E_p[BCE] + beta KL(p || truncated geometric(lam_p)); p over steps 1..N."""
+def ponder_loss(y_NB, lam_NB, t_B, lam_p=0.2, beta=0.01, floor=0.0):
+  """PonderNet's loss: E_p[BCE] + beta KL(p || truncated geometric(lam_p)); p over steps 1..N.
+  `floor` eps (WideLossConfig.prior_floor): the BCE of step n is weighted by (1-eps) p_n +
+  eps prior_n, so that every step's prediction keeps being trained (0: PonderNet)."""
   N = y_NB.shape[0]
   p_NB = halting_distribution(lam_NB[:-1])  # the last step halts by force
-  rec = jnp.mean(jnp.sum(p_NB * bce_logits(y_NB, t_B), 0))
-  kl = jnp.mean(ponder_kl(p_NB, geometric_prior(N - 1, lam_p)))
-  return rec + beta * kl, {"rec": rec, "kl": kl}
+  prior_N = geometric_prior(N - 1, lam_p)
+  bce_NB = bce_logits(y_NB, t_B)
+  rec = jnp.mean(jnp.sum(p_NB * bce_NB, 0))
+  kl = jnp.mean(ponder_kl(p_NB, prior_N))
+  loss = rec + beta * kl
+  if floor:
+    loss = loss + floor * (jnp.mean(jnp.sum(prior_N[:, None] * bce_NB, 0)) - rec)
+  return loss, {"rec": rec, "kl": kl}
 
 
 def entropy(p_NB):
@@ -142,7 +149,7 @@ def sampled_halting(key, y_NB, lam_NB):
 
 
 def train(seed, steps, *, batch=128, lr=1e-3, hidden=128, gate_hidden=64, step_input=False,
-          lam_p=0.2, beta=0.01, log_every=500, log=print, k_range=TRAIN_K):
+          lam_p=0.2, beta=0.01, floor=0.0, log_every=500, log=print, k_range=TRAIN_K):
   model = Ponder(hidden, gate_hidden, prior_steps(lam_p), step_input)
   key = jax.random.key(seed)
   k_init, k_data = jax.random.split(key)
@@ -152,7 +159,7 @@ def train(seed, steps, *, batch=128, lr=1e-3, hidden=128, gate_hidden=64, step_i
 
   def loss_fn(params, x, t):
     y, lam = model(params, x)
-    return ponder_loss(y, lam, t, lam_p, beta)
+    return ponder_loss(y, lam, t, lam_p, beta, floor)
 
   @jax.jit
   def update(params, opt_state, key):
