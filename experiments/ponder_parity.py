@@ -179,7 +179,8 @@ def train(seed, steps, *, batch=128, lr=1e-3, hidden=128, gate_hidden=64, step_i
 
 
 def evaluate(model, params, key, per_k=512):
-  """Per k = 1..16: accuracy and mean steps under sampled halting, mean entropy of p."""
+  """Per k = 1..16: accuracy and mean steps under sampled halting, mean entropy of p, mean p,
+  the accuracy of the prediction at each step n, and with oracle halting (some step right)."""
   @jax.jit
   def one(key, k):
     kx, kh = jax.random.split(key)
@@ -187,14 +188,17 @@ def evaluate(model, params, key, per_k=512):
     y, lam = model(params, x)
     n_B, pred_B = sampled_halting(kh, y, lam)
     p = halting_distribution(lam[:-1])
+    right_NB = (y > 0) == (t > 0)[None]
     return (jnp.mean(pred_B == (t > 0)), jnp.mean(n_B.astype(jnp.float32)),
-            jnp.mean(entropy(p)), jnp.mean(p, axis=1))
+            jnp.mean(entropy(p)), jnp.mean(p, axis=1), jnp.mean(right_NB, axis=1),
+            jnp.mean(right_NB.any(0)))
 
   rows = {}
   for k in range(1, L + 1):
-    acc, steps, ent, marg = one(jax.random.fold_in(key, k), jnp.int32(k))
+    acc, steps, ent, marg, acc_n, oracle = one(jax.random.fold_in(key, k), jnp.int32(k))
     rows[k] = {"acc": float(acc), "steps": float(steps), "entropy": float(ent),
-               "p_mean": [float(v) for v in marg]}
+               "p_mean": [float(v) for v in marg], "acc_at_step": [float(v) for v in acc_n],
+               "acc_oracle_halting": float(oracle)}
   return rows
 
 
@@ -206,6 +210,8 @@ def criteria(rows):
   marg = lambda rs: np.mean([r["p_mean"] for r in rs], axis=0)
   h_marg = lambda p: float(-np.sum(p[p > 0] * np.log(p[p > 0])))
   return {"acc_in": m(ind, "acc"), "acc_longer": m(ext, "acc"),
+          "acc_oracle_in": m(ind, "acc_oracle_halting"),
+          "acc_oracle_longer": m(ext, "acc_oracle_halting"),
           "steps_in": m(ind, "steps"), "steps_longer": m(ext, "steps"),
           "steps_ratio": m(ext, "steps") / m(ind, "steps"),
           "entropy_in": m(ind, "entropy"), "entropy_longer": m(ext, "entropy"),
@@ -224,11 +230,14 @@ def passes(c):
 def run_seed(seed, args, log=print):
   t0, c0 = time.time(), time.process_time()
   model, params, curve = train(seed, args.steps, lr=args.lr, hidden=args.hidden,
-                               step_input=args.step_input, log=log)
+                               step_input=args.step_input, floor=args.floor, log=log)
   key = jax.random.key(10_000 + seed)
   val = criteria(evaluate(model, params, jax.random.fold_in(key, 0), 256))
   test_rows = evaluate(model, params, jax.random.fold_in(key, 1), args.per_k)
   test = criteria(test_rows)
+  with open(os.path.join(args.workdir, f"params_{seed}.npz"), "wb") as f:
+    flat = jax.tree_util.tree_flatten_with_path(jax.tree.map(np.asarray, params))[0]
+    np.savez(f, **{jax.tree_util.keystr(k): v for k, v in flat})
   return {"seed": seed, "steps": args.steps, "validation": val, "test": test,
           "pass": passes(test), "per_k": {str(k): r for k, r in test_rows.items()},
           "curve": curve, "wall_s": time.time() - t0, "cpu_s": time.process_time() - c0}
@@ -248,7 +257,7 @@ def summarize(results, args):
   all_seeds = {name: all(r["pass"][name] for r in results) for name in PASS}
   return {"task": "PonderNet parity, 16 elements, train k=1..8, test k=9..16",
           "config": {"steps": args.steps, "lr": args.lr, "hidden": args.hidden,
-                     "step_input": args.step_input, "batch": 128, "lambda_p": 0.2,
+                     "step_input": args.step_input, "floor": args.floor, "batch": 128, "lambda_p": 0.2,
                      "beta": 0.01, "max_steps": prior_steps(0.2), "eval_halting": "sampled"},
           "criteria": {k: f"{op} {v}" for k, (op, v) in PASS.items()},
           "mean_se": summ, "pass_on_mean": verdict, "pass_every_seed": all_seeds,
@@ -282,9 +291,11 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[2])
   ap.add_argument("--workdir", default="/tmp/ponder_parity")
   ap.add_argument("--seeds", default="0,1,2")
-  ap.add_argument("--steps", type=int, default=6000)
+  ap.add_argument("--steps", type=int, default=4000)
   ap.add_argument("--lr", type=float, default=1e-3)
-  ap.add_argument("--hidden", type=int, default=128)
+  ap.add_argument("--floor", type=float, default=0.2,
+                  help="prior floor eps of the BCE weights (0: PonderNet's E_p[BCE] alone)")
+  ap.add_argument("--hidden", type=int, default=64)
   ap.add_argument("--per_k", type=int, default=1024)
   ap.add_argument("--step_input", action="store_true",
                   help="the gate also reads an embedding of the step index (off: PonderNet)")
