@@ -46,6 +46,7 @@ from slnjax.wide.loss import geometric_prior, halting_distribution, ponder_kl
 L = 16  # vector length
 TRAIN_K = (1, 8)
 TEST_K = (9, 16)
+GATES = ("state_linear", "context_mlp")
 
 
 def prior_steps(lam_p, mass=0.95):
@@ -67,10 +68,14 @@ def make_batch(key, batch, k_lo, k_hi):
 class Ponder:
   """The step function (a GRU), the prediction head and our gate, as pure functions."""
 
-  def __init__(self, hidden=128, gate_hidden=64, max_steps=14, step_input=False):
-    self.H, self.N = hidden, max_steps
+  def __init__(self, hidden=128, gate_hidden=64, max_steps=14, step_input=False,
+               gate="state_linear"):
+    if gate not in GATES:
+      raise ValueError(f"gate={gate!r}; expected one of {GATES}.")
+    self.H, self.N, self.view = hidden, max_steps, gate
     self.lm = LobeConfig(d_model=hidden, n_heads=1, n_layers=1, d_ff=hidden, vocab_size=8)
-    self.gate = MainGate(self.lm, gate_hidden, max_steps, step_input=step_input)
+    self.gate = MainGate(self.lm, gate_hidden, max_steps, step_input=step_input,
+                         linear=(gate == "state_linear"))
 
   def init(self, key):
     H = self.H
@@ -105,8 +110,11 @@ class Ponder:
       h, ctx = carry
       h = self.gru(params["gru"], h, x_BL)
       ctx = jax.lax.dynamic_update_slice_in_dim(ctx, h[:, None], t + 1, axis=1)
-      len_B = jnp.full((B,), t + 2, jnp.int32)
-      lam_B = halt_prob(self.gate.apply({"params": params["gate"]}, ctx, len_B, t))
+      if self.view == "state_linear":  # the latest state only, a linear readout
+        g_ctx, len_B = h[:, None], jnp.ones((B,), jnp.int32)
+      else:  # the append-only context [x, h_1..h_n], the MLP gate of a wide SLN
+        g_ctx, len_B = ctx, jnp.full((B,), t + 2, jnp.int32)
+      lam_B = halt_prob(self.gate.apply({"params": params["gate"]}, g_ctx, len_B, t))
       y_B = h @ params["out"]["w"] + params["out"]["b"]
       return (h, ctx), (y_B, lam_B)
 
@@ -149,8 +157,9 @@ def sampled_halting(key, y_NB, lam_NB):
 
 
 def train(seed, steps, *, batch=128, lr=1e-3, hidden=128, gate_hidden=64, step_input=False,
-          lam_p=0.2, beta=0.01, floor=0.0, log_every=500, log=print, k_range=TRAIN_K):
-  model = Ponder(hidden, gate_hidden, prior_steps(lam_p), step_input)
+          lam_p=0.2, beta=0.01, floor=0.0, log_every=500, log=print, k_range=TRAIN_K,
+          gate="state_linear"):
+  model = Ponder(hidden, gate_hidden, prior_steps(lam_p), step_input, gate)
   key = jax.random.key(seed)
   k_init, k_data = jax.random.split(key)
   params = model.init(k_init)
@@ -230,7 +239,8 @@ def passes(c):
 def run_seed(seed, args, log=print):
   t0, c0 = time.time(), time.process_time()
   model, params, curve = train(seed, args.steps, lr=args.lr, hidden=args.hidden,
-                               step_input=args.step_input, floor=args.floor, log=log)
+                               step_input=args.step_input, floor=args.floor, log=log,
+                               gate=args.gate)
   key = jax.random.key(10_000 + seed)
   val = criteria(evaluate(model, params, jax.random.fold_in(key, 0), 256))
   test_rows = evaluate(model, params, jax.random.fold_in(key, 1), args.per_k)
@@ -257,7 +267,7 @@ def summarize(results, args):
   all_seeds = {name: all(r["pass"][name] for r in results) for name in PASS}
   return {"task": "PonderNet parity, 16 elements, train k=1..8, test k=9..16",
           "config": {"steps": args.steps, "lr": args.lr, "hidden": args.hidden,
-                     "step_input": args.step_input, "floor": args.floor, "batch": 128, "lambda_p": 0.2,
+                     "gate": args.gate, "step_input": args.step_input, "floor": args.floor, "batch": 128, "lambda_p": 0.2,
                      "beta": 0.01, "max_steps": prior_steps(0.2), "eval_halting": "sampled"},
           "criteria": {k: f"{op} {v}" for k, (op, v) in PASS.items()},
           "mean_se": summ, "pass_on_mean": verdict, "pass_every_seed": all_seeds,
@@ -271,11 +281,13 @@ def plot(summary, path):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   ks = np.arange(1, L + 1)
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-  for ax, f, lab in ((axes[0], "acc", "accuracy (sampled halting)"),
-                     (axes[1], "steps", "mean steps (sampled halting)")):
+  for ax, f, lab in ((axes[0], "acc", "sampled halting"),
+                     (axes[0], "acc_oracle_halting", "oracle halting (some step right)"),
+                     (axes[1], "steps", "sampled halting")):
     v = np.array([[s["per_k"][str(k)][f] for k in ks] for s in summary["seeds"]])
     se = v.std(axis=0, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.zeros(len(ks))
-    ax.errorbar(ks, v.mean(0), yerr=se, marker="o", capsize=3)
+    ax.errorbar(ks, v.mean(0), yerr=se, marker="o", capsize=3, label=lab)
+  for ax, lab in ((axes[0], "accuracy"), (axes[1], "mean steps")):
     ax.axvspan(TEST_K[0] - 0.5, TEST_K[1] + 0.5, color="0.9", label="extrapolation")
     ax.set_xlabel("number of non-zero elements")
     ax.set_ylabel(lab)
@@ -297,6 +309,10 @@ def main(argv=None):
                   help="prior floor eps of the BCE weights (0: PonderNet's E_p[BCE] alone)")
   ap.add_argument("--hidden", type=int, default=64)
   ap.add_argument("--per_k", type=int, default=1024)
+  ap.add_argument("--gate", default="state_linear", choices=GATES,
+                  help="state_linear: MainGate(linear=True) on the latest state h_n only "
+                  "(PonderNet's halting layer); context_mlp: the wide SLN's MLP gate on "
+                  "[x, h_1..h_n]")
   ap.add_argument("--step_input", action="store_true",
                   help="the gate also reads an embedding of the step index (off: PonderNet)")
   ap.add_argument("--json", default="docs/results/parity.json")

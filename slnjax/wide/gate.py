@@ -48,6 +48,11 @@ class MainGate(nn.Module):
   # (PonderNet's lambda_n = f(h_n)); with it the gate can learn a clock (halt at call k for
   # every input) and its calls beyond max_iters share one embedding (docs/results.md, parity).
   step_input: bool = True
+  # True: no GELU between the input and output layers, so the logits are a linear (rank
+  # `hidden`) readout of the normed context summary, as PonderNet's halting layer. An MLP
+  # gate that reads the prompt can compute the answer itself and encode it in WHEN it halts
+  # (docs/results.md, parity); a linear one cannot compute more than the context holds.
+  linear: bool = False
 
   @nn.compact
   def __call__(self, ctx_BSD, len_B, t, score_B=None):
@@ -69,7 +74,8 @@ class MainGate(nn.Module):
       w_s = pparam(self, "score_w", (H,), ("mlp",), init, cfg).astype(f)
       x_BH = x_BH + (score_B.astype(f) - 0.5)[:, None] * w_s
     x_BH = x_BH + pparam(self, "b_in", (H,), ("mlp",), nn.initializers.zeros, cfg).astype(f)
-    x_BH = jax.nn.gelu(x_BH)
+    if not self.linear:
+      x_BH = jax.nn.gelu(x_BH)
     w_out = pparam(self, "w_out", (H, 3), ("mlp", None), init, cfg).astype(f)
     b_out = pparam(self, "b_out", (3,), (None,), nn.initializers.zeros, cfg).astype(f)
     return x_BH @ w_out + b_out
