@@ -81,3 +81,27 @@ def test_a_few_training_steps_reduce_the_loss():
   x, t, _ = pp.make_batch(jax.random.key(7), 256, 1, 1)
   loss = lambda p: float(pp.ponder_loss(*model(p, x), t)[0])
   assert loss(p1) < loss(p0) - 0.01
+
+
+def test_linear_gate_is_an_affine_readout_of_the_normed_state():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  lm = LobeConfig(d_model=8, n_heads=1, n_layers=1, d_ff=8, vocab_size=8)
+  gate = MainGate(lm, 4, 3, step_input=False, linear=True)
+  h = jax.random.normal(jax.random.key(0), (2, 1, 8))
+  lens = jnp.ones((2,), jnp.int32)
+  p = nn.meta.unbox(gate.init(jax.random.key(1), h, lens, 0)["params"])
+  p = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape), p)
+  n = h[:, 0] / jnp.sqrt(jnp.mean(h[:, 0] ** 2, -1, keepdims=True) + lm.norm_eps)
+  n = n * p["norm"]["scale"]
+  want = (n @ (p["w_in"][0] + p["w_in"][1]) + p["b_in"]) @ p["w_out"] + p["b_out"]
+  np.testing.assert_allclose(gate.apply({"params": p}, h, lens, 0), want, rtol=1e-4, atol=1e-5)
+  mlp = MainGate(lm, 4, 3, step_input=False)
+  assert not np.allclose(mlp.apply({"params": p}, h, lens, 0), want, atol=1e-3)
+
+
+def test_gate_views_of_the_experiment():
+  x, _, _ = pp.make_batch(jax.random.key(4), 3, 1, 8)
+  for view in pp.GATES:
+    model = pp.Ponder(8, 4, 5, gate=view)
+    y, lam = model(model.init(jax.random.key(5)), x)
+    assert y.shape == lam.shape == (5, 3) and bool(((lam > 0) & (lam < 1)).all())
