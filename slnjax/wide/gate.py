@@ -1,8 +1,9 @@
 """The main gating network of a wide SLN and how its choice is passed on.
 
 At every iteration the gate reads the context (an attention-pooled summary of its valid part,
-the last valid slot, the iteration index and, in a lateralized wide SLN, the right lobe's
-latest score) and outputs three logits: LEFT, RIGHT, OUTPUT.
+the last valid slot, the iteration index (unless ``step_input=False``) and, in a lateralized
+wide SLN, the right lobe's latest score) and outputs three logits: LEFT, RIGHT, OUTPUT.
+``halt_prob`` is the probability of OUTPUT, the PonderNet halting probability lambda.
 
 ``route`` turns them into a choice with the Gumbel-max trick, sharing one noise draw between
 the 3-way choice and the 2-way lobe choice given "continue", so that the lobe picked when the
@@ -43,6 +44,15 @@ class MainGate(nn.Module):
   hidden: int
   max_iters: int
   lateralized: bool = False
+  # False: no embedding of the call index t, so halting is a function of the context alone
+  # (PonderNet's lambda_n = f(h_n)); with it the gate can learn a clock (halt at call k for
+  # every input) and its calls beyond max_iters share one embedding (docs/results.md, parity).
+  step_input: bool = True
+  # True: no GELU between the input and output layers, so the logits are a linear (rank
+  # `hidden`) readout of the normed context summary, as PonderNet's halting layer. An MLP
+  # gate that reads the prompt can compute the answer itself and encode it in WHEN it halts
+  # (docs/results.md, parity); a linear one cannot compute more than the context holds.
+  linear: bool = False
 
   @nn.compact
   def __call__(self, ctx_BSD, len_B, t, score_B=None):
@@ -57,16 +67,24 @@ class MainGate(nn.Module):
     last_BD = last_valid(h_BSD, len_B)
     w_in = pparam(self, "w_in", (2, D, H), (None, "embed", "mlp"), init, cfg).astype(f)
     x_BH = pooled_BD @ w_in[0] + last_BD @ w_in[1]
-    step = pparam(self, "step_emb", (self.max_iters + 1, H), (None, "mlp"), init, cfg)
-    x_BH = x_BH + step.astype(f)[jnp.minimum(t, self.max_iters)]
+    if self.step_input:
+      step = pparam(self, "step_emb", (self.max_iters + 1, H), (None, "mlp"), init, cfg)
+      x_BH = x_BH + step.astype(f)[jnp.minimum(t, self.max_iters)]
     if self.lateralized:
       w_s = pparam(self, "score_w", (H,), ("mlp",), init, cfg).astype(f)
       x_BH = x_BH + (score_B.astype(f) - 0.5)[:, None] * w_s
     x_BH = x_BH + pparam(self, "b_in", (H,), ("mlp",), nn.initializers.zeros, cfg).astype(f)
-    x_BH = jax.nn.gelu(x_BH)
+    if not self.linear:
+      x_BH = jax.nn.gelu(x_BH)
     w_out = pparam(self, "w_out", (H, 3), ("mlp", None), init, cfg).astype(f)
     b_out = pparam(self, "b_out", (3,), (None,), nn.initializers.zeros, cfg).astype(f)
     return x_BH @ w_out + b_out
+
+
+def halt_prob(logits_B3, temperature=1.0):
+  """lambda = P(OUTPUT) under softmax(logits / temperature), in float32 at least."""
+  f = jnp.promote_types(logits_B3.dtype, jnp.float32)
+  return jax.nn.softmax(logits_B3.astype(f) / temperature, axis=-1)[:, OUTPUT]
 
 
 class Route(NamedTuple):
