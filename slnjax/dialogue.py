@@ -10,6 +10,9 @@ the right lobe's turn (tall SLNs) and the critic's score (when the model has one
 the loop halted and the inference FLOPs of the dialogue (slnjax/flops.py). --turns: the
 loop's turn limit (default: the model's max_turns); --temperature: the sampling temperature
 of the loop's token mode (default: the config's; 0: greedy, the most likely token).
+With --gguf SPEC instead of --workdir: a text dialogue between two pretrained chat lobes
+(a .gguf file or "smollm2"; chat_dialogue.py): the left answers, the right (--gguf_right,
+default the same file) judges, its verdict goes back as text; --max_new caps each turn.
 A user's mistake (no checkpoint, a prompt the tokenizer cannot encode, a wide or memory
 model) is one ``error:`` line and exit code 2.
 """
@@ -23,7 +26,7 @@ import sys
 from slnjax.eval_cli import UserError, load_run as load_config
 
 USAGE = ("python -m slnjax.dialogue --workdir W --prompt TEXT [--turns T] [--temperature X] "
-         "[--step N] [--seed S]")
+         "[--step N] [--seed S] | --gguf SPEC [--gguf_right SPEC] [--max_new N] --prompt TEXT")
 
 
 def encode_prompt(tokenizer, text: str, vocab_size: int) -> list[int]:
@@ -133,7 +136,10 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> None:
   parser = _Parser(prog="python -m slnjax.dialogue", description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, help="a training run's workdir")
+  parser.add_argument("--workdir", help="a training run's workdir")
+  parser.add_argument("--gguf", help='chat lobes from a GGUF file instead: a path or "smollm2"')
+  parser.add_argument("--gguf_right", help="the right lobe's GGUF (default: --gguf's)")
+  parser.add_argument("--max_new", type=int, default=48, help="--gguf: tokens per turn at most")
   parser.add_argument("--prompt", required=True, help='the prompt text, e.g. "12+34="')
   parser.add_argument("--turns", type=int, default=None, help="turn limit (default: the model's)")
   parser.add_argument("--temperature", type=float, default=None,
@@ -143,12 +149,37 @@ def main(argv=None) -> None:
   a = parser.parse_args(argv)
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)  # orbax's notes on reading a checkpoint read-only
+  if (a.workdir is None) == (a.gguf is None):
+    parser.error("give either --workdir (a trained SLN) or --gguf (pretrained chat lobes)")
   try:
+    if a.gguf is not None:
+      _chat(a)
+      return
     r = run(a.workdir, a.prompt, a.turns, a.temperature, a.step, a.seed)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(format_dialogue(a.prompt, r), flush=True)
+
+
+def _chat(a) -> None:
+  """--gguf: the chat dialogue of two pretrained lobes (chat_dialogue.py)."""
+  for flag, value, ok in (("--turns", a.turns, a.turns is None or a.turns >= 1),
+                          ("--max_new", a.max_new, a.max_new >= 1),
+                          ("--temperature", a.temperature, (a.temperature or 0) >= 0)):
+    if not ok:
+      raise UserError(f"{flag} {value}: use a positive number.")
+  if a.step is not None or not a.prompt:
+    raise UserError("--step belongs to --workdir runs" if a.step is not None else
+                    "--prompt is empty: give the question, e.g. --prompt \"What is 23+58?\".")
+  from slnjax import chat_dialogue  # pylint: disable=g-import-not-at-top
+  try:
+    left, right = chat_dialogue.load_lobes(a.gguf, a.gguf_right)
+  except (FileNotFoundError, ImportError, ValueError) as e:
+    raise UserError(str(e).splitlines()[0]) from e
+  r = chat_dialogue.run(left, right, a.prompt, a.turns or 2, a.max_new, a.temperature or 0.0,
+                        a.seed)
+  print(chat_dialogue.format_dialogue(left, right, a.prompt, r), flush=True)
 
 
 if __name__ == "__main__":

@@ -377,6 +377,23 @@ def load_hf(ckpt_dir: str, *, shardings=None, rng=None, **overrides):
   """
   hf = read_hf_config(ckpt_dir)
   table = sio.tensor_table(ckpt_dir)
+  with sio.Reader(ckpt_dir, table) as reader:
+    return _load(ckpt_dir, hf, table, reader.read, shardings, rng, overrides)
+
+
+def load_arrays(hf: dict, arrays: dict[str, np.ndarray], *, source: str = "arrays",
+                shardings=None, rng=None, **overrides):
+  """(LobeConfig, params) from a config.json dict and in-memory tensors named and laid out as
+  in a Hugging Face checkpoint (e.g. dequantized GGUF tensors, gguf_import.py); the same
+  checks and options as load_hf."""
+  codes = {np.dtype(v): k for k, v in sio.FLOAT_DTYPES.items() if k != "BF16"}
+  table = {n: sio.TensorInfo(source, tuple(a.shape), codes.get(a.dtype, str(a.dtype)))
+           for n, a in arrays.items()}
+  return _load(source, hf, table, lambda name, slices: arrays[name][slices], shardings, rng,
+               overrides)
+
+
+def _load(ckpt_dir, hf, table, read, shardings, rng, overrides):
   cfg = config_from_hf(hf, **overrides)
   embed = _top_maps(cfg)[0][0].hf
   if "param_dtype" not in overrides and embed in table:
@@ -395,24 +412,23 @@ def load_hf(ckpt_dir: str, *, shardings=None, rng=None, **overrides):
                 if fresh else {})
   sizes = _sizes(cfg)
   params = {}
-  with sio.Reader(ckpt_dir, table) as reader:
-    for path, sds in abstract.items():
-      sharding = shard_of.get(path)
-      if path not in plan:
-        params[path] = (jax.device_put(fresh_vals[path], sharding) if sharding is not None
-                        else fresh_vals[path])
-        continue
-      tm, layers = plan[path]
-      want = ((len(layers),) if isinstance(layers, tuple) else ()) + tuple(
-          sizes[f] for f in tm.lobe_axes)
-      if want != sds.shape:
-        raise AssertionError(f"{'/'.join(path)}: plan shape {want} != lobe shape {sds.shape}.")
-      cb = (lambda index, tm=tm, layers=layers, sds=sds: _read_param(
-          reader.read, names, tm, layers, sizes, sds.shape, index, np.dtype(sds.dtype)))
-      if sharding is None:
-        params[path] = jnp.asarray(cb(tuple(slice(None) for _ in sds.shape)))
-      else:
-        params[path] = jax.make_array_from_callback(sds.shape, sharding, cb)
+  for path, sds in abstract.items():
+    sharding = shard_of.get(path)
+    if path not in plan:
+      params[path] = (jax.device_put(fresh_vals[path], sharding) if sharding is not None
+                      else fresh_vals[path])
+      continue
+    tm, layers = plan[path]
+    want = ((len(layers),) if isinstance(layers, tuple) else ()) + tuple(
+        sizes[f] for f in tm.lobe_axes)
+    if want != sds.shape:
+      raise AssertionError(f"{'/'.join(path)}: plan shape {want} != lobe shape {sds.shape}.")
+    cb = (lambda index, tm=tm, layers=layers, sds=sds: _read_param(
+        read, names, tm, layers, sizes, sds.shape, index, np.dtype(sds.dtype)))
+    if sharding is None:
+      params[path] = jnp.asarray(cb(tuple(slice(None) for _ in sds.shape)))
+    else:
+      params[path] = jax.make_array_from_callback(sds.shape, sharding, cb)
   return cfg, _nest(params)
 
 
