@@ -8,7 +8,7 @@ The ablation rows the paper plans (its §1 list) map onto kinds:
                     (the right is a frozen copy: "not trained together").
   D tall            two distinct lobes that both write turns, trained together.
   F lateralized     the left lobe writes, the right lobe only scores (a critic).
-  E/G wide, lateralized_wide: slnjax/wide (a WideSLN; registers its builders in KINDS).
+  E/G wide, lateralized_wide: slnjax/wide (a WideSLN; its builders registered in KINDS below).
       ``init`` and ``logical_axes`` below serve both families; the loop drivers, ``roles``
       and ``score`` are for the dialogue kinds (wide SLNs: slnjax.wide.rollout / unroll).
 
@@ -29,7 +29,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from slnjax import lobes, loop, memory as memory_lib
+from slnjax import lobes, loop, memory as memory_lib, wide as wide_lib
 from slnjax.lobes.config import LobeConfig
 from slnjax.loop import LoopConfig
 from slnjax.memory import dialogue as memory_dialogue
@@ -140,8 +140,8 @@ def build(kind: str, left: LobeConfig, right: LobeConfig | None = None,
 def init(model: SLN, rng) -> dict:
   """Parameters {"left": ..., "right": ...}; a homogeneous right lobe is a copy of the left.
   A wide SLN: slnjax.wide.init (a fresh lobotomised LM, gate and expert lobes)."""
-  if isinstance(model, _wide.WideSLN):
-    return _wide.init(model, rng)
+  if isinstance(model, wide_lib.WideSLN):
+    return wide_lib.init(model, rng)
   k_left, k_right, k_enc, k_dec = jax.random.split(rng, 4)
   params = {"left": lobes.init(model.spec.left, k_left)}
   if model.encoder is not None:
@@ -161,8 +161,8 @@ def init(model: SLN, rng) -> dict:
 
 def logical_axes(model: SLN) -> dict:
   """PartitionSpecs over logical axis names, the structure of ``init``'s parameters."""
-  if isinstance(model, _wide.WideSLN):
-    return _wide.logical_axes(model)
+  if isinstance(model, wide_lib.WideSLN):
+    return wide_lib.logical_axes(model)
   out = {name: lobes.logical_axes(model.lobe_config(name)) for name in model.lobe_names
          if name != "memory"}
   if model.memory is not None:
@@ -260,7 +260,29 @@ def score(model: SLN, params, ids_BT, lengths_B):
   return lobes.apply(model.spec.right, pr, ids=ids_BT, lengths=lengths_B)["score_logit_B"]
 
 
-# Wide SLNs (rows E, G) live in slnjax/wide, which registers "wide" and "lateralized_wide"
-# in KINDS when imported (it imports this module; KINDS exists by now). ``init`` and
-# ``logical_axes`` use it at call time.
-from slnjax import wide as _wide  # noqa: E402,F401  pylint: disable=wrong-import-position
+# Wide SLNs (rows E, G): slnjax/wide, registered here under its kinds.
+def as_wide_config(loop_cfg) -> wide_lib.WideConfig:
+  """A WideConfig from a WideConfig, a mapping of its fields, or a dialogue LoopConfig
+  (max_turns -> max_iters, mode -> route, turn_len -> answer_len, temperature, bptt_depth)."""
+  if isinstance(loop_cfg, wide_lib.WideConfig):
+    return loop_cfg
+  if dataclasses.is_dataclass(loop_cfg):  # slnjax.loop.LoopConfig
+    if loop_cfg.bptt_depth == 0:
+      raise ValueError("bptt_depth=0 (no gradient) has no wide-SLN meaning; use None or k>=1.")
+    return wide_lib.WideConfig(max_iters=loop_cfg.max_turns, route=loop_cfg.mode,
+                               temperature=loop_cfg.temperature, bptt_depth=loop_cfg.bptt_depth,
+                               answer_len=loop_cfg.turn_len)
+  if hasattr(loop_cfg, "to_dict"):  # ml_collections.ConfigDict
+    loop_cfg = loop_cfg.to_dict()
+  return wide_lib.WideConfig.from_dict(loop_cfg)
+
+
+def _wide_builder(kind: str) -> Callable:
+  def make(left, right=None, loop_cfg=wide_lib.WideConfig()):
+    del right  # the right lobe is an expert lobe in the LM's width
+    return wide_lib.build(kind, left, as_wide_config(loop_cfg))
+  return make
+
+
+for _kind in wide_lib.KINDS:
+  KINDS.setdefault(_kind, _wide_builder(_kind))
