@@ -26,8 +26,13 @@ latest checkpoint (train.train), and an evaluation whose eval.json exists is not
 Sizes: ``smoke`` (tests: seconds), ``small`` (a CPU budget: d_model 64, 2 layers; ~25 min
 CPU in all on an idle machine) and ``full`` (the issue's size: d_model 128, 4 layers, 5,000 test problems;
 not run here).
-Run time and result (size small, seed 0; one seed, preliminary): see docs/results.md,
-"Does the loop help? (2/3), preliminary".
+Run time (size small, seed 0, measured 2026-12-05 on the shared 2-core box at load 8-10, so
+an upper bound): 39 min wall (SFT 22.5 min incl. its evaluation, then 5.7 / 6.1 / 5.2 min).
+Result (one seed, preliminary; 256 test problems; docs/results.md "Does the loop help?
+(2/3): a first run"): SFT turn 1 21.5% (greedy), pass@1 10.8%, pass@8 27.7%; after
+verifier_critic and revision_sft turns 2-3 are still 0% right (every right turn-1 answer is
+lost), the critic never reaches precision 0.99 (AUC 0.90, no score >= 0.5); revision_rl with
+α = 10 drives turn 1 to 2.0% (a right turn 1 lost later earns 1 - α < 0). Not a verdict.
 """
 from __future__ import annotations
 
