@@ -182,6 +182,6 @@ def main(quick: bool, cfg=None) -> dict:
   for batch in (1, 8):
     rows.append(run_case(cfg, batch, shapes, REPS, peer=peer))
     import sys
-    print({k: (v["tokens_per_s"] if isinstance(v, dict) else v) for k, v in rows[-1].items()},
+    print({k: (v.get("tokens_per_s") if isinstance(v, dict) else v) for k, v in rows[-1].items()},
           file=sys.stderr, flush=True)
   return {"rows": rows, "load_before": load0, "load_after": harness.load()}
