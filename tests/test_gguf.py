@@ -71,15 +71,18 @@ def test_float64_logits_match(smol, x64):
   cfg, params = convert.load_arrays(hf, arrays, param_dtype="float64", dtype="float64")
   ref = _float64_reference(copy.deepcopy(model), _inv_freq64(hf["rope_theta"], hf["head_dim"]))
   ids = prompts[0]
-  ours = np.asarray(jax.jit(lambda p, x: apply(cfg, p, ids=x)["logits_BTV"])(params, [ids])[0])
+  fwd = jax.jit(lambda p, x: apply(cfg, p, ids=x)["logits_BTV"])
+  ours = np.asarray(fwd(params, jnp.asarray([ids]))[0])
   assert ours.dtype == np.float64
-  assert np.abs(ours - _hf_logits(ref, ids)).max() < 1e-6
+  assert np.abs(ours - _hf_logits(ref, ids)).max() < 1e-9  # measured: 2.4e-13
 
 
 def test_float32_logits_and_greedy_tokens_match(smol):
   """float32: the 30 layers' sums run in a different order in XLA:CPU's matmuls than in
-  torch's, so logits (|logit| up to ~30) differ by float32 rounding: measured 6e-5 to 2e-4
-  here, against <1e-6 for the same weights in float64 (test above). Bound: 5e-4.
+  torch's, so logits (|logit| up to 38) differ by float32 rounding: measured 1.15e-4 on
+  each prompt (at a position of the system prompt they share), against 2.4e-13 for the same
+  weights in float64 (test above): the import is exact, the rest is float32 arithmetic.
+  Bound: 3e-4 (the issue asked for 1e-4; rounding alone exceeds it by 15%).
   Greedy decoding picks the same 32 tokens as transformers' generate both through our full
   forward (one call on prompt + transformers' tokens: at every position our argmax is the
   next token, so our own greedy loop would write the same ones) and through our KV cache."""
@@ -103,7 +106,7 @@ def test_float32_logits_and_greedy_tokens_match(smol):
   logits = np.asarray(jax.jit(lambda p, x: apply(cfg, p, ids=x)["logits_BTV"])(params, buf))
   for b, p in enumerate(prompts):
     err = np.abs(logits[b, :len(p)] - _hf_logits(model, p)).max()
-    assert err < 5e-4, (b, err)
+    assert err < 3e-4, (b, err)
   np.testing.assert_array_equal(logits[0, T - 1:T + STEPS - 1].argmax(-1), want)
   step = jax.jit(lambda p, x, cache, start: apply(cfg, p, ids=x, cache=cache, start=start))
   out = step(params, jnp.asarray([ids]), init_cache(cfg, 1, T + STEPS), jnp.zeros(1, jnp.int32))
