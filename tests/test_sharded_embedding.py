@@ -31,7 +31,7 @@ def _config(name: str, ici: tuple):
     exec(compile(f.read(), path, "exec"), ns)  # pylint: disable=exec-used
   c = ns["get_config"]("smoke")
   with c.unlocked():
-    c.mesh.ici = ici
+    c.mesh.ici, c.batch_size = ici, 8  # a multiple of every mesh's batch ways
   return c
 
 
