@@ -15,9 +15,16 @@ FLOPs are counted from the step's jaxpr: every matmul (dot_general) of forward, 
 rematerialised recomputation, with scan bodies multiplied by their lengths (XLA's own
 cost_analysis counts a loop body once; it is printed too). A while_loop (rollouts, inner
 updates) is counted once per entry: the report says how many it met.
+
+Roofline (default; --noroofline skips it): the step is compiled again with every lobe cut
+to 1 and to 2 unrolled layers; XLA's per-device FLOPs, HBM bytes accessed and collective
+bytes, extrapolated to the real depth, give per TPU generation the compute time and HBM
+time the step needs at least, which one bounds it, and the MFU that bound allows
+(slnjax/roofline.py; docs/scaling.md, "Reading the roofline").
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -28,7 +35,7 @@ import time
 
 from absl import app, flags
 
-from slnjax import cli, topologies
+from slnjax import cli, roofline, topologies
 
 _CONFIG = cli.config_flag("Experiment config file, optionally with :arg.")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "e.g. v5p-128, v5e-256, 2xv5e-256, v5e:2x2.")
@@ -38,6 +45,9 @@ _LAYOUT = flags.DEFINE_enum("layout", "shared", ["shared", "hemispheres"],
                             "parameters and optimizer state on one half (parallel.py).")
 _JSON = flags.DEFINE_string("json", None, "Also write the result as JSON here.")
 _LIST = flags.DEFINE_bool("list", False, "Print the topology table and exit.")
+_ROOFLINE = flags.DEFINE_bool("roofline", True, "Also compile 1- and 2-layer variants for "
+                              "per-device FLOPs / HBM / collective bytes and a roofline per "
+                              "TPU generation (slnjax/roofline.py).")
 
 GiB = topologies.GiB
 
@@ -101,17 +111,68 @@ def _devices(topo: topologies.Topology):
                          "libtpu, set ALLOW_MULTIPLE_LIBTPU_LOAD=1.") from e
 
 
+def _programs(config, mesh, layout: str) -> tuple:
+  """(train step, [(name, jitted fn, abstract args)]) of config's train step (and rollout) on ``mesh``."""
+  from slnjax import parallel, train  # pylint: disable=import-outside-toplevel
+  ts = train.make_train_step(config, mesh)
+  if layout == "hemispheres":
+    ts = parallel.hemispheres_step(ts)
+  progs = [("step", ts.step_fn, (ts.abstract_state, ts.abstract_batch)
+            + ((ts.abstract_rollout,) if ts.rollout_fn is not None else ()))]
+  if ts.rollout_fn is not None:
+    progs.append(("rollout", ts.rollout_fn, (ts.abstract_state, ts.abstract_batch)))
+  return ts, progs
+
+
+def _lobe_names(config) -> list[str]:
+  """The transformer lobes (config.model.left / right) the model uses."""
+  from slnjax import build  # pylint: disable=import-outside-toplevel
+  used = build.build_model(config).lobe_names
+  return [n for n in ("left", "right") if n in used]
+
+
+def _cut(config, n_layers: int):
+  """config with every lobe cut to ``n_layers`` unrolled layers."""
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    for n in _lobe_names(c):
+      c.model[n].n_layers, c.model[n].scan_layers = n_layers, False
+  return c
+
+
+def layer_costs(config, mesh, layout: str = "shared") -> dict:
+  """Per-device XLA FLOPs, HBM bytes and collective bytes of the step (all programs) at the
+  config's depth, extrapolated from compiles with 1 and 2 unrolled layers (roofline.py)."""
+  depths = {int(config.model[n].n_layers) for n in _lobe_names(config)}
+  if len(depths) != 1:
+    raise ValueError(f"The roofline extrapolates over layers; the lobes have different depths "
+                     f"{sorted(depths)}. Run with --noroofline.")
+  costs = []
+  for n in (1, 2):
+    total = {"flops": 0.0, "hbm_bytes": 0.0, "collectives": dict.fromkeys(roofline.COLLECTIVES,
+                                                                          0.0)}
+    for _, fn, args in _programs(_cut(config, n), mesh, layout)[1]:
+      compiled = fn.trace(*args).lower().compile()
+      ca = compiled.cost_analysis() or {}
+      total["flops"] += float(ca.get("flops", 0.0))
+      total["hbm_bytes"] += float(ca.get("bytes accessed", 0.0))
+      for k, v in roofline.collective_bytes(compiled.as_text()).items():
+        total["collectives"][k] += v
+    costs.append(total)
+  n_layers = depths.pop()
+  return {**roofline.extrapolate(costs[0], costs[1], n_layers), "n_layers": n_layers}
+
+
 def fit_check(config, topology: str, step_time: float | None = None,
-              layout: str = "shared") -> dict:
+              layout: str = "shared", with_roofline: bool = True) -> dict:
   """Compiles config's train step for ``topology``; returns the figures (see module doc)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from slnjax import finalize, parallel, train  # pylint: disable=import-outside-toplevel
+  from slnjax import finalize, parallel  # pylint: disable=import-outside-toplevel
   topo = topologies.parse(topology)
   devices = _devices(topo)
   mesh = parallel.mesh_from_config(config.mesh, devices)
-  ts = train.make_train_step(finalize.finalize(config), mesh)
-  if layout == "hemispheres":
-    ts = parallel.hemispheres_step(ts)
+  config = finalize.finalize(config)
+  ts, programs = _programs(config, mesh, layout)
   chip = topo.chip
   params = jax.eval_shape(parallel.from_hemispheres, ts.abstract_state)["params"]
   res = {"topology": topology, "topology_name": topo.topology_name, "slices": topo.num_slices,
@@ -119,10 +180,6 @@ def fit_check(config, topology: str, step_time: float | None = None,
          "mesh": dict(mesh.shape), "layout": layout, "hbm_bytes": chip.hbm_bytes,
          "params": {n: int(sum(math.prod(x.shape) for x in jax.tree.leaves(p)))
                     for n, p in params.items()}}
-  programs = [("step", ts.step_fn, (ts.abstract_state, ts.abstract_batch)
-               + ((ts.abstract_rollout,) if ts.rollout_fn is not None else ()))]
-  if ts.rollout_fn is not None:
-    programs.append(("rollout", ts.rollout_fn, (ts.abstract_state, ts.abstract_batch)))
   t0 = time.time()
   res["fits"], res["programs"] = True, {}
   for name, fn, args in programs:
@@ -154,6 +211,15 @@ def fit_check(config, topology: str, step_time: float | None = None,
   if step_time:
     res["step_time"] = step_time
     res["mfu"] = flops / (step_time * peak)
+  if with_roofline and res["fits"]:
+    t0 = time.time()
+    rf = layer_costs(config, mesh, layout)
+    per_device = flops / len(devices)
+    rf.update(intensity=rf["flops"] / max(rf["hbm_bytes"], 1.0),
+              flops_ratio=per_device / max(rf["flops"], 1.0),
+              chips=roofline.roofline(rf["flops"], rf["hbm_bytes"], per_device),
+              compile_s=round(time.time() - t0, 1))
+    res["roofline"] = rf
   return res
 
 
@@ -195,7 +261,11 @@ def report(res: dict) -> str:
   lines.append(f"step time at 100% of peak: {res['step_time_at_100pct']:.3g} s"
                + (f"; at {res['step_time']} s/step: MFU {100 * res['mfu']:.3g}%"
                   if "mfu" in res else " (give --step_time for an MFU estimate)"))
-  lines.append(f"fit: {'YES' if res['fits'] else 'NO'} (compiled in {res['compile_s']} s)")
+  if "roofline" in res:
+    lines.extend(roofline.lines(res["roofline"]))
+  lines.append(f"fit: {'YES' if res['fits'] else 'NO'} (compiled in {res['compile_s']} s"
+               + (f", roofline compiles {res['roofline']['compile_s']} s" if "roofline" in res
+                  else "") + ")")
   return "\n".join(lines)
 
 
@@ -213,7 +283,8 @@ def main(argv):
   if _CONFIG.value is None or not _TOPOLOGY.value:
     raise app.UsageError("--config and --topology are required (or --list).")
   try:
-    res = fit_check(_CONFIG.value, _TOPOLOGY.value, _STEP_TIME.value, _LAYOUT.value)
+    res = fit_check(_CONFIG.value, _TOPOLOGY.value, _STEP_TIME.value, _LAYOUT.value,
+                    _ROOFLINE.value)
   except (TpuUnavailable, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -26,15 +26,19 @@ class Chip:
   cores_per_chip: int  # TensorCores behind one JAX device
   chip_config: str  # libtpu chip_config_name
   ndim: int  # torus dimensions
+  hbm_bandwidth: float = 0.0  # HBM bytes/s per chip (for the roofline in slnjax.aot)
 
 
 # hbm_bytes: the HBM a program may use, as libtpu 0.0.42 reports it ("available HBM") when a
 # compile overflows (the chips have 32 / 16 / 95 / 32 GB).
+# peak_flops and hbm_bandwidth: the per-chip bf16 peak and HBM bandwidth of the Cloud TPU
+# system-architecture pages (v4: 275 TFLOP/s, 1,200 GB/s; v5e: 197 TFLOP/s, 819 GB/s; v5p:
+# 459 TFLOP/s, 2,765 GB/s; v6e (Trillium): 918 TFLOP/s, 1,640 GB/s).
 CHIPS = {
-    "v4": Chip("v4", int(30.75 * GiB), 275e12, 2, "megacore", 3),
-    "v5e": Chip("v5e", int(15.75 * GiB), 197e12, 1, "default", 2),
-    "v5p": Chip("v5p", int(95.74 * GiB), 459e12, 2, "megacore", 3),
-    "v6e": Chip("v6e", int(31.25 * GiB), 918e12, 1, "default", 2),
+    "v4": Chip("v4", int(30.75 * GiB), 275e12, 2, "megacore", 3, 1200e9),
+    "v5e": Chip("v5e", int(15.75 * GiB), 197e12, 1, "default", 2, 819e9),
+    "v5p": Chip("v5p", int(95.74 * GiB), 459e12, 2, "megacore", 3, 2765e9),
+    "v6e": Chip("v6e", int(31.25 * GiB), 918e12, 1, "default", 2, 1640e9),
 }
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6": "v6e"}
 

@@ -68,6 +68,12 @@ def test_tiny_config_compiles_for_v5e_2x2(tmp_path):
   assert step["memory"]["argument"] > 0 and step["memory"]["peak"] < res["hbm_bytes"]
   assert step["flops"] > step["xla_flops_per_device"] > 0
   assert 0 < res["mfu"] < 1
+  rf = res["roofline"]  # from 1- and 2-layer compiles, extrapolated to the smoke's 2 layers
+  assert rf["n_layers"] == 2 and rf["flops"] > 0 and rf["hbm_bytes"] > 0
+  assert rf["collectives"]["all-gather"] > 0  # FSDP over 4 chips gathers the weights
+  assert set(rf["chips"]) == {"v4", "v5e", "v5p", "v6e"}
+  assert all(0 < c["mfu_bound"] <= 1.5 for c in rf["chips"].values())
+  assert "roofline" in p.stdout and "MFU at bound" in p.stdout
 
 
 OVERSIZED = """
@@ -114,3 +120,53 @@ def test_aot_without_libtpu_prints_one_error_line():
   assert p.returncode == 2, p.stderr
   assert p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
   assert p.stderr.startswith("error: libtpu is not installed") and "pip install" in p.stderr
+
+
+HLO = """
+ENTRY %main (p: bf16[8,16]) -> f32[4] {
+  %all-gather.1 = bf16[64,16]{1,0:T(8,128)(2,1)} all-gather(%p), dimensions={0}
+  %all-gather-start.2 = (bf16[8,16]{1,0}, bf16[64,16]{1,0}) all-gather-start(%p), dimensions={0}
+  %all-gather-done.2 = bf16[64,16]{1,0} all-gather-done(%all-gather-start.2)
+  %all-reduce.3 = (f32[32,2]{1,0}, f32[4]{0}) all-reduce(%x, %y), to_apply=%add
+  ROOT %fusion.4 = f32[4]{0} fusion(%all-reduce.3), kind=kLoop, calls=%fused
+}
+"""
+
+
+def test_collective_bytes_count_each_collective_once_by_its_result():
+  from slnjax import roofline  # pylint: disable=import-outside-toplevel
+  got = roofline.collective_bytes(HLO)
+  assert got["all-gather"] == 2 * (64 * 16 * 2) and got["all-reduce"] == (64 + 4) * 4
+  assert got["reduce-scatter"] == got["all-to-all"] == got["collective-permute"] == 0
+
+
+def test_roofline_bound_and_mfu_per_generation():
+  from slnjax import roofline  # pylint: disable=import-outside-toplevel
+  v5p = topologies.CHIPS["v5p"]
+  ridge = v5p.peak_flops / v5p.hbm_bandwidth  # ~166 FLOP/byte
+  rf = roofline.roofline(1e12, 1e12 / (2 * ridge), 0.5e12, {"v5p": v5p})["v5p"]
+  assert rf["bound"] == "compute" and rf["mfu_bound"] == pytest.approx(0.5)
+  rf = roofline.roofline(1e12, 1e12 / (ridge / 4), 1e12, {"v5p": v5p})["v5p"]
+  assert rf["bound"] == "HBM" and rf["mfu_bound"] == pytest.approx(0.25)
+  assert set(roofline.roofline(1.0, 1.0, 1.0)) == {"v4", "v5e", "v5p", "v6e"}
+  assert all(c.hbm_bandwidth > 0 for c in topologies.CHIPS.values())
+
+
+def test_layer_extrapolation_matches_a_real_compile():
+  """On this CPU (no libtpu): the 3-layer costs extrapolated from 1- and 2-layer compiles
+  equal the unrolled 3-layer compile's, and the FLOPs agree with the jaxpr count."""
+  from slnjax import config as cfg, parallel  # pylint: disable=import-outside-toplevel
+  lobe = dict(n_layers=3, n_heads=2, n_kv_heads=1, d_model=16, d_ff=32, vocab_size=64)
+  c = cfg.experiment("single", "sft", smoke=True, batch_size=2, prompt_len=4,
+                     model=dict(left=lobe, loop=dict(turn_len=2, max_turns=1)))
+  mesh = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+  got = aot.layer_costs(c, mesh)
+  assert got["n_layers"] == 3
+  _, progs = aot._programs(aot._cut(c, 3), mesh, "shared")
+  (_, fn, args), = progs
+  traced = fn.trace(*args)
+  ca = traced.lower().compile().cost_analysis()
+  assert got["flops"] == pytest.approx(ca["flops"], rel=0.02)
+  assert got["hbm_bytes"] == pytest.approx(ca["bytes accessed"], rel=0.05)
+  # XLA also counts elementwise FLOPs; the jaxpr count only matmuls
+  assert 0.5 < aot.jaxpr_flops(traced.jaxpr)[0] / got["flops"] <= 1.0

@@ -69,7 +69,16 @@ class Lobe(nn.Module):
                                nn.initializers.normal(0.02), cfg)
 
   def embed_ids(self, ids_BT):
-    return jnp.take(self.embedding, ids_BT, axis=0).astype(self.cfg.compute_dtype)
+    # A vocab-parallel lookup: the table is gathered over embed (as FSDP gathers any weight)
+    # and stays split over vocab; each vocab shard gathers its rows and XLA sums the shards,
+    # giving batch-sharded rows. Reading the table split over embed gave rows split over
+    # embed, which XLA could only re-split over batch by replicating them ("Involuntary full
+    # rematerialization", in the step and in its transpose). tests/test_sharded_embedding.py
+    # Cast first: the gather moves (and the gradient sums) compute-dtype rows, as for any
+    # other weight cast for its product.
+    table_VD = constrain(self.embedding.astype(self.cfg.compute_dtype), ("vocab", None))
+    x_BTD = jnp.take(table_VD, ids_BT, axis=0)
+    return constrain(x_BTD, ("batch", "length", "embed"))
 
   def embed_score(self, s_B):
     """A learned embedding of a scalar score in [0, 1], differentiable in the score."""
@@ -111,6 +120,7 @@ class Lobe(nn.Module):
     out = {"hidden_BTD": h_BTD}
     if cfg.lm_head:
       w_DV = (self.embedding.T if cfg.tie_embeddings else self.lm_head).astype(cfg.compute_dtype)
+      w_DV = constrain(w_DV, (None, "vocab"))  # gathered over embed, split over vocab
       if logits_at_B is None:
         logits_BTV = product(self, h_BTD, w_DV, "lm_head")
         out["logits_BTV"] = constrain(logits_BTV, ("batch", "length", "vocab"))
