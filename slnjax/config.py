@@ -79,7 +79,7 @@ def lobe_dict(**kw) -> config_dict.ConfigDict:
       rope_scaling=_ph(dict), norm_eps=1e-5, tie_embeddings=False, parallel_residual=_ph(bool),
       attn_bias=_ph(bool), activation=_ph(str), lm_head=True, score_head=False,
       score_input=False, dtype="float32", param_dtype="float32", scan_layers=True,
-      remat="none", decode_kernel="xla"))
+      remat="none", decode_kernel="xla", decode_layers="auto"))
   d.n_kv_heads = 2
   d.update(kw)
   return d

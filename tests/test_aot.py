@@ -155,11 +155,13 @@ def test_roofline_bound_and_mfu_per_generation():
 def test_layer_extrapolation_matches_a_real_compile():
   """On this CPU (no libtpu): the 3-layer costs extrapolated from 1- and 2-layer compiles
   equal the unrolled 3-layer compile's, and the FLOPs agree with the jaxpr count."""
-  from slnjax import config as cfg, parallel  # pylint: disable=import-outside-toplevel
+  from experiments import common  # pylint: disable=import-outside-toplevel
+  from slnjax import finalize, parallel  # pylint: disable=import-outside-toplevel
   lobe = dict(n_layers=3, n_heads=2, n_kv_heads=1, d_model=16, d_ff=32, vocab_size=64)
-  c = cfg.experiment("single", "sft", smoke=True, batch_size=2, prompt_len=4,
+  c = common.experiment("single", "sft", smoke=True, batch_size=2, prompt_len=4,
                      model=dict(left=lobe, loop=dict(turn_len=2, max_turns=1)))
   mesh = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+  c = finalize.finalize(c)
   got = aot.layer_costs(c, mesh)
   assert got["n_layers"] == 3
   _, progs = aot._programs(aot._cut(c, 3), mesh, "shared")

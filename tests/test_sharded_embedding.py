@@ -21,9 +21,9 @@ TINY = dict(n_layers=1, n_heads=4, n_kv_heads=2, d_model=16, d_ff=32, vocab_size
 
 
 def _config(name: str, ici: tuple):
-  from slnjax import config as cfg  # pylint: disable=import-outside-toplevel
+  from experiments import common  # pylint: disable=import-outside-toplevel
   if name == "single":  # one lobe, teacher forcing: the cheapest step with a lookup and a head
-    return cfg.experiment("single", "sft", smoke=True, batch_size=8,
+    return common.experiment("single", "sft", smoke=True, batch_size=8,
                           model=dict(left=dict(TINY)), mesh=dict(ici=ici))
   path = os.path.join(ROOT, "experiments", f"{name}.py")
   ns = {}
@@ -40,13 +40,13 @@ def worker(cases):
   "hemispheres" (the (2, 2, 2) mesh, hemispheres layout). Prints "CASE name" to stderr
   before each compile, so that the parent can attribute XLA's warnings."""
   import jax  # pylint: disable=import-outside-toplevel
-  from slnjax import parallel, train  # pylint: disable=import-outside-toplevel
+  from slnjax import finalize, parallel, train  # pylint: disable=import-outside-toplevel
   assert jax.device_count() == 8, jax.devices()
   for case in cases:
     name, shape = case.split("@")
     hemi = shape == "hemispheres"
     ici = (2, 2, 2) if hemi else tuple(int(x) for x in shape.split("x"))
-    ts = train.make_train_step(_config(name, ici), parallel.make_mesh(ici))
+    ts = train.make_train_step(finalize.finalize(_config(name, ici)), parallel.make_mesh(ici))
     if hemi:
       ts = parallel.hemispheres_step(ts)
     args = (ts.abstract_state, ts.abstract_batch) + (
