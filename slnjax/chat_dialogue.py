@@ -11,7 +11,7 @@ again, with the whole conversation in its context. Each turn stops at the templa
 end-of-turn token (the file's eos, `<|im_end|>` for SmolLM2) or after --max_new tokens.
 The dialogue halts when the critic says "Correct" or after --turns turns.
 
-A SPEC is a .gguf path or "smollm2" (lobes/gguf_import.py). Both lobes share one copy of the
+A SPEC is a .gguf path or "smollm2" (convert/gguf_import.py). Both lobes share one copy of the
 weights when they name the same file. Decoding is greedy (--temperature 0, the default) or
 sampled, with our KV cache; each turn re-reads the conversation in one prefill.
 """
@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slnjax.lobes import apply, gguf_import, init_cache
+from slnjax.convert import gguf_import
+from slnjax.lobes import apply, init_cache
 
 LEFT_SYSTEM = "You are a careful assistant. Answer the question briefly."
 RIGHT_SYSTEM = ("You are a strict reviewer. You check an answer to a question. Reply with "
@@ -94,7 +95,7 @@ def load_lobes(spec: str, spec_right: str | None = None) -> tuple[ChatLobe, Chat
   weights when both name the same file."""
   def one(s):
     cfg, params = gguf_import.load_gguf(s, scan_layers=False)
-    return ChatLobe(s, cfg, params, gguf_import.load_tokenizer(s))
+    return ChatLobe(s, cfg, params, gguf_import.chat_tokenizer(s))
   left = one(spec)
   right = left if spec_right in (None, spec) else one(spec_right)
   return left, right

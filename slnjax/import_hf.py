@@ -6,7 +6,7 @@ r"""Turn Hugging Face checkpoints into a workdir that ``--config.init_from`` sta
         --config.init_from=/tmp/pythia_init --workdir /tmp/sln
 
 The config names the checkpoints (``config.pretrained.left`` / ``.right``: local directories
-with config.json and safetensors, Llama or GPT-NeoX/Pythia; slnjax/lobes/convert.py) and the
+with config.json and safetensors, Llama or GPT-NeoX/Pythia; slnjax/convert/hf.py) and the
 SLN they go into. Each lobe of the config's model is read from its checkpoint with the
 model's own runtime fields (a critic's LM head dropped, fresh score head / score-input
 embedding drawn from config.seed); every other parameter (an encoder, a memory selector) is
@@ -48,7 +48,7 @@ def import_params(config) -> dict:
   Hugging Face checkpoint."""
   import jax  # pylint: disable=import-outside-toplevel
   from slnjax import build, sln  # pylint: disable=import-outside-toplevel
-  from slnjax.lobes import convert  # pylint: disable=import-outside-toplevel
+  from slnjax import convert  # pylint: disable=import-outside-toplevel
   model = build.build_model(config)
   if not isinstance(model, sln.SLN):
     raise ValueError(f"config.model.kind={config.model.kind!r}: import_hf fills the lobes of a "

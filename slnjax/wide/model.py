@@ -110,7 +110,7 @@ def _new_parts(model: WideSLN, rng):
 
 
 def from_lobe(model: WideSLN, lobe_params, rng) -> dict:
-  """Lobotomise a lobe (e.g. a converted Hugging Face checkpoint, slnjax.lobes.convert):
+  """Lobotomise a lobe (e.g. a converted Hugging Face checkpoint, slnjax.convert):
   its embedding, first k_in and last k_out blocks, final norm and LM head are reused; the
   gate and the expert lobes are new."""
   lm, c = model.lm, model.cfg

