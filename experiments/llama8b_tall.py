@@ -15,6 +15,10 @@ Fit check (python -m slnjax.aot, libtpu 0.0.42, compiled on a 2-core CPU host):
   v5e-256 (:v5e): mesh (1, 256, 1); per device arguments 0.70 GiB, temporaries 14.60 GiB,
     peak 15.49 of 15.75 GiB: fits (98%); 1.46e+16 FLOPs/step (>= 0.290 s at peak);
     compiled in 258 s (2026-12-01).
+  Re-measured 2026-12-05 after the vocab-parallel embedding lookup (docs/scaling.md
+  section 9): v5p-128 temporaries 14.17 GiB, peak 17.37 GiB (18%), 7.59e+15 FLOPs/step.
+  The v5e figures above were not re-measured; the lookup adds ~3 GiB of temporaries per
+  device under pure FSDP, so the v5e config (98% before) very likely no longer fits.
 
 A real run needs weights and a tokenizer: turn a local Llama-3-8B checkpoint into an
 init_from workdir (on a host with memory for both lobes; the lobes are checked against its
