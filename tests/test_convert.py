@@ -321,7 +321,7 @@ _SHARDED_SCRIPT = textwrap.dedent("""
         calls.append((shape, block.shape, read_elems[0] - before))
         return block
       return real_make(shape, sharding, cb2)
-    convert.jax.make_array_from_callback = checked_make
+    jax.make_array_from_callback = checked_make  # hf.py looks it up on the jax module
     llama, neox = sys.argv[1:]
     CRITIC = {"score_head": True, "lm_head": False}
     for k, (path, overrides, rules) in enumerate([(llama, {}, RULES[0]), (llama, CRITIC, RULES[1]),

