@@ -66,12 +66,13 @@ def _check_prompt(prompt_ids_BP, prompt_len_B):
 
 
 def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
-            tau=1.0, target_BM=None, prompt_embeds_BPD=None) -> Dialogue:
+            tau=1.0, target_BM=None, prompt_embeds_BPD=None,
+           memory_prefix=None) -> Dialogue:
   """Inference driver: ``lax.while_loop`` that ends when every example has halted."""
   _check_prompt(prompt_ids_BP, prompt_len_B)
   k_pre, k_loop = jax.random.split(key)
   P, caches, carry = prefill(spec, params_left, params_right, prompt_ids_BP, prompt_len_B,
-                             k_pre, tau, target_BM, prompt_embeds_BPD)
+                             k_pre, tau, target_BM, prompt_embeds_BPD, memory_prefix)
   n = spec.loop.max_turns
   xs = _turn_xs(k_loop, n)
   x0 = jax.tree.map(lambda a: a[0], xs)
@@ -94,24 +95,26 @@ def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
 
 
 def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
-           tau=1.0, target_BM=None, prompt_embeds_BPD=None) -> Dialogue:
+           tau=1.0, target_BM=None, prompt_embeds_BPD=None,
+            memory_prefix=None) -> Dialogue:
   """Differentiable driver: all ``max_turns`` turns with done-masks (same values as rollout)."""
   _check_prompt(prompt_ids_BP, prompt_len_B)
   L = spec.loop
   k = L.bptt_depth
   if k == 0:
     return rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
-                   target_BM, prompt_embeds_BPD)
+                   target_BM, prompt_embeds_BPD, memory_prefix)
   k_pre, k_loop = jax.random.split(key)
   P, caches, carry, head = prefill_inputs(spec, params_left, params_right, prompt_ids_BP,
-                                          prompt_len_B, k_pre, tau, target_BM, prompt_embeds_BPD)
+                                          prompt_len_B, k_pre, tau, target_BM, prompt_embeds_BPD,
+                                          memory_prefix)
   xs = _turn_xs(k_loop, L.max_turns)
   window_fn = window = None
   if k is not None:
     window_fn = lambda final: {"turns_B": final["turns_B"], "k": k}
     if L.bptt_impl != "appendonly":  # plain autodiff: learn the turns used first
       ahead = rollout(spec, params_left, params_right, prompt_ids_BP, prompt_len_B, key, tau,
-                      target_BM, prompt_embeds_BPD)
+                      target_BM, prompt_embeds_BPD, memory_prefix)
       window = {"turns_B": ahead.turns_B, "k": k}
   _, carry, ys = _scan(turn_program(spec), P, caches, carry, xs, L.bptt_impl,
                        window_fn, window, head)

@@ -12,7 +12,27 @@ from slnjax import lobes
 from slnjax.appendonly import Plain, run_program
 from slnjax.loop.config import DialogueSpec
 from slnjax.loop.decode import emit
-from slnjax.memory import dialogue as memory_inputs
+
+
+def memory_prefix_of(memory_prefix, has_right: bool) -> dict:
+  """The checked {lobe: [B,T,D]} memory prefixes (None: none). A lobe's prefix is written
+  into its cache before the prompt (memory/dialogue.py builds them from a bank)."""
+  prefix = dict(memory_prefix or {})
+  bad = sorted(set(prefix) - {"left", "right"})
+  if bad:
+    raise ValueError(f"Memory prefixes for {bad}: only the left and right lobes read memories.")
+  for name, p in prefix.items():
+    if p.ndim != 3:
+      raise ValueError(f"The {name} lobe's memory prefix has shape {p.shape}; expected "
+                       "[B, T, D].")
+  if "right" in prefix and not has_right:
+    raise ValueError("A memory prefix for the right lobe, but this dialogue has none.")
+  return prefix
+
+
+def prefix_len(prefix: dict, name: str) -> int:
+  p = prefix.get(name)
+  return 0 if p is None else p.shape[1]
 
 
 def _prompt_inputs(cfg, params, prompt_ids_BP, prompt_embeds_BPD, prefix_BTD=None):
@@ -38,7 +58,7 @@ def _encode_prompt(spec: DialogueSpec, P):
   pre = P["pre"]
   ids_BP, len_B, prefix = pre["ids_BP"], pre["len_B"], pre["prefix"]
   B, Pn = ids_BP.shape
-  t_l, t_r = (memory_inputs.prefix_len(prefix, n) for n in ("left", "right"))
+  t_l, t_r = (prefix_len(prefix, n) for n in ("left", "right"))
   s_left, s_right = spec.cache_lengths(Pn, t_l, t_r)
   E_l = lobes.embedding_matrix(lc, P["left"])
   E_r = None if rc is None else lobes.embedding_matrix(rc, P["right"])
@@ -78,17 +98,15 @@ def prefill_program(spec: DialogueSpec):
 
 
 def prefill_inputs(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B,
-                   key, tau, target_BM=None, prompt_embeds_BPD=None):
+                   key, tau, target_BM=None, prompt_embeds_BPD=None, memory_prefix=None):
   """What the prefill program reads: (P, placeholder caches, placeholder carry, program)."""
   lc, rc, L = spec.left, spec.right, spec.loop
   B, _ = prompt_ids_BP.shape
   if target_BM is not None and target_BM.shape != (B, L.turn_len):
     raise ValueError(f"target ids have shape {target_BM.shape}; expected [B, turn_len] = "
                      f"{(B, L.turn_len)}.")
-  prompt_embeds_BPD, prefix = memory_inputs.split_inputs(prompt_embeds_BPD)
-  if "right" in prefix and rc is None:
-    raise ValueError("A memory prefix for the right lobe, but this dialogue has none.")
-  t_r = memory_inputs.prefix_len(prefix, "right")
+  prefix = memory_prefix_of(memory_prefix, rc is not None)
+  t_r = prefix_len(prefix, "right")
   prompt_len_B = prompt_len_B.astype(jnp.int32)
   fdt = jnp.promote_types(lc.compute_dtype, jnp.float32)
   # "prompt_len_B": where the right lobe's prompt cache ends (its memory prefix included)
@@ -111,16 +129,18 @@ def prefill_inputs(spec: DialogueSpec, params_left, params_right, prompt_ids_BP,
 
 
 def prefill(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
-            tau, target_BM=None, prompt_embeds_BPD=None):
+            tau, target_BM=None, prompt_embeds_BPD=None, memory_prefix=None):
   """Encodes the prompt into each lobe's cache. Returns (P, caches, carry) for `turn`.
 
   `prompt_embeds_BPD` (optional): the prompt as an encoder's output, used instead of the
-  lobes' own embeddings of `prompt_ids_BP` (paper Fig. 2: an encoder before the loop); or a
-  `memory.dialogue.Inputs` with those embeddings and per-lobe memory prefixes [B,T,D],
-  written before the prompt (the lobe's positions and cache grow by T).
+  lobes' own embeddings of `prompt_ids_BP` (paper Fig. 2: an encoder before the loop).
+  `memory_prefix` (optional): {"left"|"right": [B,T,D]}, a lobe's memories in its input
+  embedding (memory/dialogue.py: ``read(...).prefix``), written before the prompt (the
+  lobe's positions and cache grow by T); a lobe not named reads no memory.
   """
   P, caches, carry, head = prefill_inputs(spec, params_left, params_right, prompt_ids_BP,
-                                          prompt_len_B, key, tau, target_BM, prompt_embeds_BPD)
+                                          prompt_len_B, key, tau, target_BM, prompt_embeds_BPD,
+                                          memory_prefix)
   caches, carry, _ = run_program(head, P, caches, carry, {})
   return P, caches, carry
 

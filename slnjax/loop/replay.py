@@ -9,25 +9,24 @@ import jax.numpy as jnp
 from slnjax import lobes
 from slnjax.loop.config import DialogueSpec
 from slnjax.loop.drivers import Dialogue
-from slnjax.loop.prefill import _prompt_inputs
-from slnjax.memory import dialogue as memory_inputs
+from slnjax.loop.prefill import _prompt_inputs, memory_prefix_of, prefix_len
 
 
 def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d: Dialogue,
-                 prompt_embeds_BPD=None):
+                 prompt_embeds_BPD=None, memory_prefix=None):
   """The left lobe's whole context as input embeddings [B,S,D], rebuilt from a transcript.
 
   Written tokens enter as hard ids (a replay scores what was sampled), scores as the
   learned score embedding of the recorded (stop-gradient) score. A left memory prefix
-  (`prompt_embeds_BPD` a `memory.dialogue.Inputs`, e.g. the replayed selection) comes first.
+  (`memory_prefix["left"]`, e.g. the replayed selection) comes first.
   Returns (embeds_BSD, token_pos_NBM): the context position of each left token (for
   gathering its logits).
   """
   lc, L = spec.left, spec.loop
   B, Pn = prompt_ids_BP.shape
   m, n = L.turn_len, L.max_turns
-  prompt_embeds_BPD, prefix = memory_inputs.split_inputs(prompt_embeds_BPD)
-  t_l = memory_inputs.prefix_len(prefix, "left")
+  prefix = memory_prefix_of(memory_prefix, spec.right is not None)
+  t_l = prefix_len(prefix, "left")
   s_left, _ = spec.cache_lengths(Pn, t_l)
   x_BSD = jnp.zeros((B, s_left, lc.d_model), lc.compute_dtype)
   inp = _prompt_inputs(lc, params_left, prompt_ids_BP, prompt_embeds_BPD, prefix.get("left"))
@@ -50,12 +49,12 @@ def left_context(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d
 
 
 def replay_logp(spec: DialogueSpec, params_left, prompt_ids_BP, prompt_len_B, d: Dialogue,
-                temperature=None, prompt_embeds_BPD=None):
+                temperature=None, prompt_embeds_BPD=None, memory_prefix=None):
   """Teacher-forced log-probs of the left lobe's written tokens under `params_left`, in one
   parallel forward pass (PPO ratios, KL to a reference, SPIN). Returns logp_NBM and the
   per-token entropy_NBM (zeros where the example had halted)."""
   x_BSD, pos_NBM = left_context(spec, params_left, prompt_ids_BP, prompt_len_B, d,
-                                prompt_embeds_BPD)
+                                prompt_embeds_BPD, memory_prefix)
   logits_BSV = lobes.apply(spec.left, params_left, embeds=x_BSD)["logits_BTV"]
   temp = spec.loop.temperature if temperature is None else temperature
   logprobs_BSV = jax.nn.log_softmax(logits_BSV.astype(jnp.promote_types(
