@@ -21,7 +21,7 @@ and a dialogue's batch padding: an example is charged for its own turns, not for
 turns it waits, frozen, while others in its batch go on (``rollout`` stops at the batch's
 last halt).
 
-A dialogue (turn.py) for an example with prompt length p and T turns used, turn length m:
+A dialogue (loop/turn.py) for an example with prompt length p and T turns used, turn length m:
 the prefill (the left lobe over p tokens, logits at the last one; an encoder over p tokens;
 the right lobe, if any, over p tokens, of which only the KV cache is read, so its last
 block counts only its k and v projections, and nothing when it shares the left lobe's
@@ -34,7 +34,7 @@ writer's last pass of a turn emits a token that is replaced before anyone reads 
 the writer reads the other lobe's turn or the score next): only its k and v are counted.
 Work whose result is never read is what XLA removes from the compiled program; with it
 left out, the count is within 1-2% of XLA's cost analysis of a whole one-turn dialogue
-(tests/test_flops.py). This mirrors turn.py step by step; keep them in step.
+(tests/test_flops.py). This mirrors loop/turn.py step by step; keep them in step.
 The lobes' attention reads a cache's whole buffer under a mask (prompt padding and the
 positions not yet written included), so the compiled program does more attention work than
 counted here when caches are long; the count is what the dialogue needs, not that padding.

@@ -199,31 +199,31 @@ def read_memory(model: SLN, params, prompt_ids_BP, prompt_len_B, bank: memory_li
                               prompt_len_B, rng, tau, forced)
 
 
-def _inputs(model: SLN, params, prompt_ids_BP, memory):
-  """The prompt inputs of the loop: encoder embeddings and the memory prefixes."""
+def _inputs(model: SLN, params, prompt_ids_BP, memory) -> dict:
+  """The loop's prompt inputs: encoder embeddings and the memory prefixes (keywords)."""
   enc = encode(model, params, prompt_ids_BP)
   if model.memory is None:
     if memory is not None:
       raise ValueError("memory= was given but this SLN has no memory (build(memory=...)).")
-    return enc
+    return {"prompt_embeds_BPD": enc}
   if memory is None:
     raise ValueError("This SLN reads a memory bank: pass memory=sln.read_memory(model, "
                      "params, prompt_ids, prompt_len, bank, rng, tau).")
-  return memory_dialogue.Inputs(enc, memory.prefix)
+  return {"prompt_embeds_BPD": enc, "memory_prefix": memory.prefix}
 
 
 def rollout(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None,
             memory: memory_dialogue.Read | None = None):
   pl, pr = roles(model, params)
   return loop.rollout(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM,
-                      _inputs(model, params, prompt_ids_BP, memory))
+                      **_inputs(model, params, prompt_ids_BP, memory))
 
 
 def unroll(model: SLN, params, prompt_ids_BP, prompt_len_B, rng, tau=1.0, target_BM=None,
            memory: memory_dialogue.Read | None = None):
   pl, pr = roles(model, params)
   return loop.unroll(model.spec, pl, pr, prompt_ids_BP, prompt_len_B, rng, tau, target_BM,
-                     _inputs(model, params, prompt_ids_BP, memory))
+                     **_inputs(model, params, prompt_ids_BP, memory))
 
 
 def decode_answer(model: SLN, params, prompt_ids_BP, prompt_len_B, d: loop.Dialogue,

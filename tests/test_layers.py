@@ -95,7 +95,7 @@ def test_the_table_names_the_layers():
   with open(ARCH, encoding="utf-8") as f:
     rows = layer_table(f.read())
   assert rows["slnjax/config.py"] == 0 and rows["slnjax/lobes/"] == 1
-  assert rows["slnjax/train.py"] > rows["slnjax/sln.py"] > rows["slnjax/loop.py"]
+  assert rows["slnjax/train.py"] > rows["slnjax/sln.py"] > rows["slnjax/loop/"]
   for path in rows:
     assert os.path.exists(os.path.join(ROOT, path)), f"docs/ARCHITECTURE.md names {path}"
 

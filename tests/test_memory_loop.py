@@ -55,7 +55,8 @@ def test_prefix_goes_only_to_the_configured_lobes():
   # Left lobe reads: its cache and positions grow by T; the right lobe is unchanged.
   r = read_for(spec, pl, pr, mcfg(lobes=("left",)), ids, plen, b)
   assert set(r.prefix) == {"left"} and r.prefix["left"].shape == (3, T, spec.left.d_model)
-  P1, c1, k1 = prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
+  P1, c1, k1 = prefill(spec, pl, pr, ids, plen, key, 1.0, None,
+                       memory_prefix=r.prefix)
   s_left, _ = spec.cache_lengths(ids.shape[1])
   assert lobes.cache_length(c1["left"]) == s_left + T == spec.cache_lengths(ids.shape[1], T)[0]
   np.testing.assert_array_equal(k1["len_l"], plen + T)
@@ -74,7 +75,8 @@ def test_prefix_goes_only_to_the_configured_lobes():
   np.testing.assert_array_equal(jnp.argmax(last, -1), k1["pend_l"].ids_B)
   # Right lobe reads: the left lobe's prefill is unchanged bit for bit.
   r = read_for(spec, pl, pr, mcfg(lobes=("right",)), ids, plen, b)
-  P2, c2, k2 = prefill(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
+  P2, c2, k2 = prefill(spec, pl, pr, ids, plen, key, 1.0, None,
+                       memory_prefix=r.prefix)
   for a, b0 in zip(jax.tree.leaves((c2["left"], k2["pend_l"], k2["len_l"])),
                    jax.tree.leaves((c0["left"], k0["pend_l"], k0["len_l"]))):
     np.testing.assert_array_equal(a, b0)
@@ -89,7 +91,8 @@ def test_lobe_without_memory_is_unchanged_over_the_dialogue():
   key = jax.random.key(8)
   rollout = jax.jit(loop.rollout, static_argnums=0)
   d0 = rollout(spec, pl, pr, ids, plen, key)
-  d1 = rollout(spec, pl, pr, ids, plen, key, 1.0, None, mdl.Inputs(None, r.prefix))
+  d1 = rollout(spec, pl, pr, ids, plen, key, 1.0, None,
+               memory_prefix=r.prefix)
   np.testing.assert_array_equal(d1.left_ids_NBM, d0.left_ids_NBM)
   np.testing.assert_array_equal(d1.left_logp_NBM, d0.left_logp_NBM)
   assert not np.allclose(d1.score_NB, d0.score_NB)  # the right lobe did read its memories
@@ -103,11 +106,10 @@ def test_replay_positions_with_a_left_prefix(tall):
   ids, plen = prompts()
   r = read_for(spec, pl, pr, mcfg(lobes=("left", "right") if tall else ("left",)), ids, plen,
                bank())
-  inputs = mdl.Inputs(None, r.prefix)
   d = jax.jit(loop.rollout, static_argnums=0)(spec, pl, pr, ids, plen, jax.random.key(9), 1.0,
-                                              None, inputs)
+                                              None, memory_prefix=r.prefix)
   replay = jax.jit(loop.replay_logp, static_argnums=0)
-  lp, _ = replay(spec, pl, ids, plen, d, prompt_embeds_BPD=inputs)
+  lp, _ = replay(spec, pl, ids, plen, d, memory_prefix=r.prefix)
   m = d.active_NB[..., None]
   np.testing.assert_allclose(np.where(m, lp, 0), np.where(m, d.left_logp_NBM, 0), atol=2e-4)
   lp_wrong, _ = replay(spec, pl, ids, plen, d)  # without the prefix: different

@@ -10,8 +10,9 @@ The kernel reads the weights packed as [N/8, K, 8] (``pack``), and the packing m
 done outside the decoding loop: XLA:CPU does not hoist it out of a while loop by itself
 (packing inside made the 8-row LM head 2x slower than XLA's own product). A lobe with
 ``decode_kernel="cpu_few_rows"`` gets its packed weights from ``lobes.packed_weights``,
-computed by loop.py before the dialogue loop (the library's `pack` routine: ~100 ms for
-Pythia-70M's 178 MB of weights, where XLA's transpose took ~210 ms and a plain copy 56-85).
+computed by lobes.prepare_decoding in the loop's prefill, before the dialogue loop (the
+library's `pack` routine: ~100 ms for Pythia-70M's 178 MB of weights, where XLA's transpose
+took ~210 ms and a plain copy 56-85).
 The gradient is the plain product's. The arrays must live on one CPU device: XLA does not
 partition a custom call, so this is for single-device CPU decoding.
 

@@ -16,7 +16,7 @@ results back copied the whole cache at every token). ``stacked_cache`` gives eit
 [L,B,K,S,E]. A chunk of T inputs is written at positions start[b] .. start[b]+T-1 of
 example b and attends causally to everything before.
 Entries at positions after a query are never read, so a cache is append-only: the cache at
-any earlier step equals the final cache with the later positions masked (see loop.py).
+any earlier step equals the final cache with the later positions masked (see slnjax/loop/).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Memories as a prefix of the dialogue lobes' contexts.
 
     read = dialogue.read(mcfg, mparams, bank, lobes_, prompt_ids_BP, prompt_len_B, key, tau)
-    inputs = dialogue.Inputs(embeds_BPD=None, prefix=read.prefix)
-    d = loop.rollout(spec, pl, pr, prompt_ids_BP, prompt_len_B, key, tau, None, inputs)
+    d = loop.rollout(spec, pl, pr, prompt_ids_BP, prompt_len_B, key, tau,
+                     memory_prefix=read.prefix)
 
 One read per dialogue: the query is the prompt; the selection (one per example, shared by
 the reading lobes) is embedded in each reading lobe's own input embedding
@@ -20,7 +20,7 @@ REINFORCE and PPO replays.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 
@@ -29,37 +29,10 @@ from slnjax.memory import reader, selection
 from slnjax.memory.bank import Bank
 
 
-class Inputs(NamedTuple):
-  """What ``loop.prefill`` reads besides the prompt ids (where the drivers take
-  ``prompt_embeds_BPD``): an encoder's prompt embeddings and per-lobe memory prefixes."""
-  embeds_BPD: Any = None  # [B,P,D] or None (the lobes embed the prompt ids)
-  prefix: Any = None  # {"left"|"right": [B,T,D]}; a missing lobe reads no memory
-
-
 class Read(NamedTuple):
   sel: selection.Selection
   scores_BC: jax.Array
   prefix: dict  # lobe name -> [B, k * L, D] in that lobe's input embedding
-
-
-def split_inputs(prompt_embeds_BPD) -> tuple[Any, dict]:
-  """(encoder embeddings or None, {lobe: prefix}) from None, an array or ``Inputs``."""
-  if isinstance(prompt_embeds_BPD, Inputs):
-    prefix = dict(prompt_embeds_BPD.prefix or {})
-    bad = sorted(set(prefix) - set(reader.LOBES))
-    if bad:
-      raise ValueError(f"Memory prefixes for {bad}: only {reader.LOBES} lobes read memories.")
-    for name, p in prefix.items():
-      if p.ndim != 3:
-        raise ValueError(f"The {name} lobe's memory prefix has shape {p.shape}; expected "
-                         "[B, T, D].")
-    return prompt_embeds_BPD.embeds_BPD, prefix
-  return prompt_embeds_BPD, {}
-
-
-def prefix_len(prefix: dict, name: str) -> int:
-  p = prefix.get(name)
-  return 0 if p is None else p.shape[1]
 
 
 def read(mcfg: reader.MemoryConfig, mparams, bank: Bank, lobes_: dict, query_ids_BQ,

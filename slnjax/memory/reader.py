@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from slnjax import decode, lobes
+from slnjax import lobes
+from slnjax.loop import decode
 from slnjax.memory.bank import Bank
 from slnjax.memory.encode import NgramEncoder, lobe_encode
 from slnjax.memory.selection import MODES, Selection, select
@@ -158,5 +159,5 @@ def prefix_ids(sel: Selection, bank: Bank, pad_id: int = 0):
 
 
 def ingest_prefix(lobe_cfg: lobes.LobeConfig, lobe_params, cache, prefix_BTD, pos_B, active_B):
-  """Appends the memory prefix to a lobe's KV cache before a turn (slnjax.decode.ingest)."""
+  """Appends the memory prefix to a lobe's KV cache before a turn (slnjax.loop.decode.ingest)."""
   return decode.ingest(lobe_cfg, lobe_params, cache, prefix_BTD, pos_B, active_B)

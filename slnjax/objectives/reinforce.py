@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 
 from slnjax import loop, sln
-from slnjax.memory import dialogue as memory_dialogue
 from slnjax.objectives import critic_bce
 from slnjax.objectives.base import (Objective, batch_valid, dialogue, hparams, memory_metrics,
                                     read_memory, register, sample)
@@ -77,9 +76,8 @@ def replay(model: sln.SLN, params, rollout, mem=None):
   """Teacher-forced (logp_NRM, entropy_NRM) of the rollout's left turns under ``params``
   (``mem``: the replayed memory read, whose left prefix the left lobe reads first)."""
   pl, _ = sln.roles(model, params)
-  inputs = None if mem is None else memory_dialogue.Inputs(None, mem.prefix)
   return loop.replay_logp(model.spec, pl, rollout["prompt_ids"], rollout["prompt_len"],
-                          dialogue(rollout), prompt_embeds_BPD=inputs)
+                          dialogue(rollout), memory_prefix=None if mem is None else mem.prefix)
 
 
 def replay_memory(ctx, params, batch, rollout, rng, who: str):

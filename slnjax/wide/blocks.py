@@ -44,7 +44,7 @@ def run_blocks(cfg: LobeConfig, stack, x_BTD, *, cache=None, start_B=None, write
   """Applies the stacked blocks in order. Returns (x_BTD, cache or None).
 
   Without a cache, the chunk attends causally to itself at positions 0..T-1. With one, it is
-  written at positions start[b]..start[b]+T-1 and attends to everything before (decode.py);
+  written at positions start[b]..start[b]+T-1 and attends to everything before (slnjax/loop/decode.py);
   start None: at 0 (a prefill: no cached position is read).
   """
   B, T, _ = x_BTD.shape

@@ -8,7 +8,7 @@ emission becomes the new pending token (the next token, should the lobe go on wr
 
 Everything here is a pure function of explicit arrays. A turn is written by a Loop segment
 of a step program (``appendonly.Loop`` over ``token_unit``, between ``begin_turn`` and
-``end_turn``), so loop.py can run it under ``lax.scan``, ``lax.while_loop`` or
+``end_turn``), so the drivers (drivers.py) can run it under ``lax.scan``, ``lax.while_loop`` or
 ``appendonly.program_scan``.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 
 from slnjax import lobes, soft_tokens
-from slnjax.appendonly import program_scan, run_program
 from slnjax.lobes.transformer import LAYER_CACHE_AXES, STACKED_CACHE_AXES
 
 
@@ -107,28 +106,3 @@ def ingest(cfg, lobe_params, cache, e_BTD, pos_B, active_B, *, lengths_B=None):
                     logits_at=jnp.full((B,), T - 1, jnp.int32))
   out["cache"] = constrain_cache(out["cache"])
   return out, pos_B + e_BTD.shape[1] * active_B.astype(jnp.int32)
-
-
-def run_scan(program, P, cache, carry, xs, impl, window_fn=None, window=None, head=None):
-  """Scan a step program (appendonly.Plain / Loop segments) with the requested reverse scheme,
-  after the program `head` (run once; e.g. the prefill) when one is given.
-
-  appendonly: the bounded-memory reverse pass; `window_fn(final carry)` gives the window.
-  scan / scan_remat: plain autodiff (with a rematerialised body); `window` is given.
-  """
-  if impl == "appendonly":
-    return program_scan(program, P, cache, carry, xs, window_fn, head,
-                        reverse_context=lobes.reading_cache_before_write)
-  if impl not in ("scan", "scan_remat"):
-    raise ValueError(f"Unknown bptt_impl {impl!r}; expected appendonly, scan or scan_remat.")
-  if head is not None:
-    cache, carry, _ = run_program(head, P, cache, carry, {})
-
-  def body(state, x):
-    c, k = state
-    c, k, y = run_program(program, P, c, k, x, window)
-    return (c, k), y
-  if impl == "scan_remat":
-    body = jax.checkpoint(body)
-  (cache, carry), ys = jax.lax.scan(body, (cache, carry), xs)
-  return cache, carry, ys
