@@ -100,7 +100,8 @@ def wide_dict(**kw) -> config_dict.ConfigDict:
   """model.wide: slnjax.wide.WideConfig fields but ``lateralized`` (the kind sets it)."""
   d = config_dict.ConfigDict(dict(
       k_in=1, k_out=1, max_iters=4, min_iters=0, write_len=1, n_experts=4, top_k=1,
-      d_expert=_ph(int), gate_hidden=_ph(int), route="gumbel_st", temperature=1.0,
+      d_expert=_ph(int), gate_hidden=_ph(int), gate_step_input=True, gate_linear=False,
+      route="gumbel_st", temperature=1.0,
       bptt_depth=_ph(int), answer_len=8))
   d.update(kw)
   return d

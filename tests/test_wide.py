@@ -374,3 +374,25 @@ def test_truncated_bptt_keeps_the_last_k_calls():
 
 # The experiments' :smoke configs train, evaluate (accuracy, iterations by difficulty, expert
 # usage), checkpoint and resume through train.py: tests/test_wide_main.py.
+
+
+def test_gate_options_reach_the_main_gate_from_a_config():
+  """model.wide.gate_step_input / gate_linear (config file) -> WideConfig -> MainGate: with
+  no step input the gate has no call-index embedding and its logits do not depend on t."""
+  from experiments import common  # pylint: disable=import-outside-toplevel
+  from slnjax import build, finalize  # pylint: disable=import-outside-toplevel
+  c = finalize.finalize(common.experiment(
+      "wide", "wide", smoke=True, model=dict(wide=dict(gate_step_input=False,
+                                                       gate_linear=True))))
+  model = build.build_model(c)
+  assert not model.cfg.gate_step_input and model.cfg.gate_linear
+  gate = model.gate_module()
+  assert not gate.step_input and gate.linear
+  params = wide.init(model, KEY(0))
+  assert "step_emb" not in params["left"]["gate"]
+  ctx = jax.random.normal(KEY(1), (2, 5, model.lm.d_model))
+  lens = jnp.array([5, 3])
+  out = [gate.apply({"params": params["left"]["gate"]}, ctx, lens, jnp.int32(t)) for t in (0, 2)]
+  np.testing.assert_array_equal(out[0], out[1])
+  default = sln.build("wide", LM, None, wide.WideConfig())
+  assert default.gate_module().step_input and not default.gate_module().linear

@@ -44,6 +44,11 @@ class WideConfig:
   top_k: int = 1  # experts per slot (Switch: 1)
   d_expert: int | None = None  # expert MLP width; None: the LM's d_ff
   gate_hidden: int | None = None  # main gate MLP width; None: the LM's d_model
+  # The main gate's inputs and readout (gate.MainGate): gate_step_input=False drops the
+  # embedding of the call index (halting a function of the context alone, as PonderNet's);
+  # gate_linear=True drops the GELU (a linear readout; docs/results.md, parity).
+  gate_step_input: bool = True
+  gate_linear: bool = False
   route: str = "gumbel_st"  # see the module docstring
   temperature: float = 1.0  # sampling temperature of the gate's choices
   lateralized: bool = False  # G: the right lobe only scores; the gate reads the score

@@ -68,8 +68,9 @@ class WideSLN:
     return None
 
   def gate_module(self) -> MainGate:
-    return MainGate(self.lm, self.cfg.gate_hidden or self.lm.d_model, self.cfg.max_iters,
-                    self.cfg.lateralized)
+    c = self.cfg
+    return MainGate(self.lm, c.gate_hidden or self.lm.d_model, c.max_iters, c.lateralized,
+                    step_input=c.gate_step_input, linear=c.gate_linear)
 
   def lobe_module(self, name: str) -> ExpertLobe:
     c = self.cfg
