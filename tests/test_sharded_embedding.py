@@ -4,8 +4,8 @@ replicating a tensor and re-partitioning it (slnjax/lobes/transformer.py, Lobe.e
 
 The compiles run in a subprocess on 8 simulated CPU devices; XLA's SPMD partitioner writes
 the warning from C++ to stderr, which the test reads. Default: one tiny config on the
-(2, 2, 2) mesh; @slow: the tall (bptt, soft tokens) and lateralized smoke configs on every
-tested mesh and the hemispheres layout."""
+(2, 2, 2), (1, 4, 2) and (4, 2, 1) meshes; @slow: the tall (bptt, soft tokens) and
+lateralized smoke configs on every tested mesh and the hemispheres layout."""
 import json
 import os
 import re
@@ -86,8 +86,9 @@ def _check(cases, timeout):
 
 
 def test_sharded_step_has_no_involuntary_rematerialization():
-  """One tiny single-lobe config on the (2, 2, 2) mesh (data, fsdp and tensor all used)."""
-  _check(["single@2x2x2"], 300)
+  """One tiny single-lobe config on the three meshes where XLA warned before the change:
+  (2, 2, 2) (data, fsdp and tensor all used), (1, 4, 2) and (4, 2, 1)."""
+  _check(["single@2x2x2", "single@1x4x2", "single@4x2x1"], 400)
 
 
 @pytest.mark.slow
