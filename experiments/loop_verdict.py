@@ -19,6 +19,9 @@ best-of-T with the same critic, majority vote, retry without feedback, pass@k, c
 precision/recall/AUC, McNemar p, by carry chain, training and inference FLOPs) is written
 to <workdir>/<stage>/eval.json; <workdir>/summary.json gathers the main figures.
 
+Several seeds: ``--aggregate W0/summary.json,W1/summary.json,... --workdir OUT`` writes
+OUT/aggregate.json and prints mean ± standard error per stage and figure.
+
 Runnable by stages and resumable: ``--stages`` picks stages (default all, in order); a stage
 whose checkpoint at its last step exists is skipped, one that was stopped resumes from its
 latest checkpoint (train.train), and an evaluation whose eval.json exists is not redone.
@@ -162,6 +165,60 @@ def run(workdir: str, size: str = "small", seed: int = 0, stages=STAGES,
   return summary
 
 
+def _mean_se(xs):
+  xs = [float(x) for x in xs if x is not None]
+  if not xs:
+    return None, None
+  m = sum(xs) / len(xs)
+  if len(xs) < 2:
+    return m, None
+  var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+  return m, (var / len(xs)) ** 0.5
+
+
+ROWS = [("acc turn 1", lambda b: b["acc_by_turn"][0]),
+        ("acc turn 2", lambda b: b["acc_by_turn"][1] if len(b["acc_by_turn"]) > 1 else None),
+        ("acc turn 3", lambda b: b["acc_by_turn"][2] if len(b["acc_by_turn"]) > 2 else None),
+        ("turns used", lambda b: b["turns_mean"]),
+        ("best-of-T", lambda b: b["best_of_T"]),
+        ("pass@1", lambda b: b["pass_at_k"].get("1")),
+        ("pass@8", lambda b: b["pass_at_k"].get("8")),
+        ("critic AUC", lambda b: b["critic"]["auc"]),
+        ("McNemar p, loop vs turn 1", lambda b: (b.get("mcnemar_p") or {}).get("loop_vs_turn1"))]
+
+
+def aggregate(summaries: list[dict]) -> dict:
+  """{stage: {row: {"mean", "se", "seeds": [per seed]}}} over several seeds' summary.json
+  (the same test problems: a seed changes initialisation, sampling and data order)."""
+  out = {"seeds": [s.get("seed") for s in summaries], "num": [s.get("num") for s in summaries]}
+  for stage in STAGES:
+    have = [s[stage] for s in summaries if stage in s]
+    if len(have) != len(summaries):
+      continue
+    out[stage] = {}
+    for name, get in ROWS:
+      vals = [get(b) for b in have]
+      m, se = _mean_se(vals)
+      out[stage][name] = {"mean": m, "se": se, "seeds": vals}
+  return out
+
+
+def table(agg: dict) -> str:
+  """Markdown: a row per figure, a column per stage, mean ± standard error over seeds."""
+  stages = [s for s in STAGES if s in agg]
+  fmt = lambda c: ("-" if c["mean"] is None else f"{c['mean']:.3f}"
+                   + ("" if c["se"] is None else f" ± {c['se']:.3f}"))
+  lines = ["| figure | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+  for name, _ in ROWS:
+    if name.startswith("McNemar"):  # a p-value per seed, not averaged
+      cells = [", ".join("-" if v is None else f"{v:.2g}" for v in agg[s][name]["seeds"])
+               for s in stages]
+    else:
+      cells = [fmt(agg[s][name]) for s in stages]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", required=True)
@@ -170,7 +227,25 @@ def main(argv=None):
   p.add_argument("--stages", default=",".join(STAGES),
                  help=f"comma-separated, of {','.join(STAGES)}")
   p.add_argument("--num", type=int, default=None, help="test problems (default: by size)")
+  p.add_argument("--aggregate", default=None,
+                 help="comma-separated summary.json files of several seeds: writes "
+                      "<workdir>/aggregate.json and prints the mean ± SE table")
   a = p.parse_args(argv)
+  if a.aggregate:
+    paths = [x for x in a.aggregate.split(",") if x]
+    missing = [x for x in paths if not os.path.exists(x)]
+    if missing:
+      sys.exit(f"error: no summary file {missing}; run the seeds first.")
+    summaries = []
+    for x in paths:
+      with open(x) as f:
+        summaries.append(json.load(f))
+    agg = aggregate(summaries)
+    os.makedirs(a.workdir, exist_ok=True)
+    with open(os.path.join(a.workdir, "aggregate.json"), "w") as f:
+      json.dump(agg, f, indent=1)
+    print(table(agg))
+    return
   stages = [s for s in a.stages.split(",") if s]
   bad = [s for s in stages if s not in STAGES]
   if bad:

@@ -355,6 +355,20 @@ def test_loop_verdict_stage_configs(tmp_path):
       assert train_flops.step_flops(c) > 0
   with pytest.raises(SystemExit, match="error: unknown stage"):
     lv.main(["--workdir", str(tmp_path), "--stages", "sft,critic"])
+  # Several seeds' summaries: mean and standard error per stage and figure.
+  def summary(seed, acc1, auc):
+    b = {"acc_by_turn": [acc1, 0.0], "turns_mean": 2.0, "best_of_T": None,
+         "pass_at_k": {"1": acc1}, "critic": {"auc": auc}, "mcnemar_p": {"loop_vs_turn1": 0.5}}
+    return {"seed": seed, "num": 4, "sft": b}
+  agg = lv.aggregate([summary(0, 0.2, 0.6), summary(1, 0.4, 0.8), summary(2, 0.6, None)])
+  assert list(agg) == ["seeds", "num", "sft"] and agg["seeds"] == [0, 1, 2]
+  assert agg["sft"]["acc turn 1"]["mean"] == pytest.approx(0.4)
+  assert agg["sft"]["acc turn 1"]["se"] == pytest.approx(0.2 / 3 ** 0.5)
+  assert agg["sft"]["critic AUC"]["mean"] == pytest.approx(0.7)  # a missing value is skipped
+  assert agg["sft"]["acc turn 3"]["mean"] is None and agg["sft"]["best-of-T"]["mean"] is None
+  assert "| acc turn 1 | 0.400 ± 0.115 |" in lv.table(agg)
+  with pytest.raises(SystemExit, match="error: no summary file"):
+    lv.main(["--workdir", str(tmp_path), "--aggregate", str(tmp_path / "none.json")])
 
 
 def test_step_flops_by_hand():
