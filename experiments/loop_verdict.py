@@ -26,16 +26,15 @@ Runnable by stages and resumable: ``--stages`` picks stages (default all, in ord
 whose checkpoint at its last step exists is skipped, one that was stopped resumes from its
 latest checkpoint (train.train), and an evaluation whose eval.json exists is not redone.
 
-Sizes: ``smoke`` (tests: seconds), ``small`` (a CPU budget: d_model 64, 2 layers; ~25 min
-CPU in all on an idle machine) and ``full`` (the issue's size: d_model 128, 4 layers, 5,000 test problems;
-not run here).
-Run time (size small, seed 0, measured 2026-12-05 on the shared 2-core box at load 8-10, so
-an upper bound): 39 min wall (SFT 22.5 min incl. its evaluation, then 5.7 / 6.1 / 5.2 min).
-Result (one seed, preliminary; 256 test problems; docs/results.md "Does the loop help?
-(2/3): a first run"): SFT turn 1 21.5% (greedy), pass@1 10.8%, pass@8 27.7%; after
-verifier_critic and revision_sft turns 2-3 are still 0% right (every right turn-1 answer is
-lost), the critic never reaches precision 0.99 (AUC 0.90, no score >= 0.5); revision_rl with
-α = 10 drives turn 1 to 2.0% (a right turn 1 lost later earns 1 - α < 0). Not a verdict.
+Sizes: ``smoke`` (tests: seconds), ``small`` (a CPU budget: d_model 64, 2 layers) and
+``full`` (the issue's size: d_model 128, 4 layers, 5,000 test problems; not run here).
+Run time (size small, measured 2026-12-05 on a quiet 2-core Xeon): ~5.1 min per seed (SFT
+2.5 min, then ~1 min per stage with its evaluation); 39 min under load 8-10.
+Result (3 seeds, 256 test problems; docs/results.md "Does the loop help? (2/3): three seeds"):
+SFT turn 1 22.8 ± 11.6% (30.5 / 0.0 / 37.9); after verifier_critic the loop's final answer
+is worse than turn 1 (6.2 ± 6.2%; McNemar p 2.8e-18 and 3.6e-15 on the two seeds that
+learned the task), no wrong turn 1 is ever made right; revision_sft leaves turns 2-3 at 0%;
+revision_rl (α = 10) collapses turn 1 to 1.3 ± 0.8%. At this size the loop hurts.
 """
 from __future__ import annotations
 
