@@ -67,7 +67,7 @@ def _check_prompt(prompt_ids_BP, prompt_len_B):
 
 def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
             tau=1.0, target_BM=None, prompt_embeds_BPD=None,
-           memory_prefix=None) -> Dialogue:
+            memory_prefix=None) -> Dialogue:
   """Inference driver: ``lax.while_loop`` that ends when every example has halted."""
   _check_prompt(prompt_ids_BP, prompt_len_B)
   k_pre, k_loop = jax.random.split(key)
@@ -96,7 +96,7 @@ def rollout(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt
 
 def unroll(spec: DialogueSpec, params_left, params_right, prompt_ids_BP, prompt_len_B, key,
            tau=1.0, target_BM=None, prompt_embeds_BPD=None,
-            memory_prefix=None) -> Dialogue:
+           memory_prefix=None) -> Dialogue:
   """Differentiable driver: all ``max_turns`` turns with done-masks (same values as rollout)."""
   _check_prompt(prompt_ids_BP, prompt_len_B)
   L = spec.loop
